@@ -18,3 +18,184 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
+
+use crate::ladder::TestCaseResult;
+use crate::redact::Masker;
+use crate::results::{Results, RunStatus, TierStatus};
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `junit.xml`: one suite of the five tiers (real timestamps and durations) and one of
+/// the custom tests.
+pub fn junit(results: &Results, tests: &[TestCaseResult]) -> String {
+    let mut report = Report::new(format!("cc-ci {} {}", results.recipe, results.run_id));
+    report.set_timestamp(results.started_at);
+    let mut ladder = TestSuite::new(format!("{}.ladder", results.recipe));
+    ladder.set_timestamp(results.started_at);
+    for tier in &results.tiers {
+        let mut status = match tier.status {
+            TierStatus::Passed => TestCaseStatus::success(),
+            TierStatus::Failed => TestCaseStatus::non_success(NonSuccessKind::Failure),
+            _ => TestCaseStatus::skipped(),
+        };
+        let mut message = tier.reason.clone().unwrap_or_default();
+        if let Some(cause) = tier.cause {
+            message = format!("[{}] {message}", cause.as_str());
+            status.set_type(cause.as_str());
+        }
+        if !message.is_empty() {
+            status.set_message(message);
+        }
+        let mut case = TestCase::new(tier.name.clone(), status);
+        case.set_classname(format!("{}.ladder", results.recipe));
+        if let Some(t) = tier.started_at {
+            case.set_timestamp(t);
+        }
+        if let Some(d) = tier.duration_s {
+            case.set_time(Duration::from_secs_f64(d));
+        }
+        ladder.add_test_case(case);
+    }
+    report.add_test_suite(ladder);
+    if !tests.is_empty() {
+        let mut suite = TestSuite::new(format!("{}.custom", results.recipe));
+        for t in tests {
+            let mut status = if t.passed {
+                TestCaseStatus::success()
+            } else {
+                TestCaseStatus::non_success(NonSuccessKind::Failure)
+            };
+            if !t.message.is_empty() {
+                status.set_message(t.message.clone());
+            }
+            let mut case = TestCase::new(t.name.clone(), status);
+            case.set_classname(format!("{}.custom", results.recipe));
+            case.set_timestamp(t.started_at);
+            case.set_time(t.duration);
+            suite.add_test_case(case);
+        }
+        report.add_test_suite(suite);
+    }
+    report.to_string().expect("a junit report serialises")
+}
+
+/// The badge's text and colour: the level, or `error` when the run did not complete.
+fn badge_value(results: &Results) -> (String, &'static str) {
+    if results.status == RunStatus::Error {
+        return ("error".into(), "#9f9f9f");
+    }
+    let colour = match results.level {
+        5 => "#4c1",
+        4 => "#97ca00",
+        3 => "#a4a61d",
+        2 => "#dfb317",
+        1 => "#fe7d37",
+        _ => "#e05d44",
+    };
+    (format!("level {}/5", results.level), colour)
+}
+
+/// `badge.svg`: a shields-style badge "cc-ci | level N/5".
+pub fn badge(results: &Results) -> String {
+    let (value, colour) = badge_value(results);
+    let label = "cc-ci";
+    // Verdana 11px averages ~6.5px per character; shields pads 5px each side.
+    let lw = 10 + (label.len() as u32 * 65).div_ceil(10);
+    let vw = 10 + (value.len() as u32 * 65).div_ceil(10);
+    let w = lw + vw;
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="20" role="img" aria-label="{label}: {value}">
+<title>{label}: {value}</title>
+<linearGradient id="s" x2="0" y2="100%"><stop offset="0" stop-color="#bbb" stop-opacity=".1"/><stop offset="1" stop-opacity=".1"/></linearGradient>
+<clipPath id="r"><rect width="{w}" height="20" rx="3" fill="#fff"/></clipPath>
+<g clip-path="url(#r)"><rect width="{lw}" height="20" fill="#555"/><rect x="{lw}" width="{vw}" height="20" fill="{colour}"/><rect width="{w}" height="20" fill="url(#s)"/></g>
+<g fill="#fff" text-anchor="middle" font-family="Verdana,Geneva,DejaVu Sans,sans-serif" font-size="11">
+<text x="{lx}" y="15" fill="#010101" fill-opacity=".3">{label}</text><text x="{lx}" y="14">{label}</text>
+<text x="{vx}" y="15" fill="#010101" fill-opacity=".3">{value}</text><text x="{vx}" y="14">{value}</text>
+</g>
+</svg>
+"##,
+        lx = lw / 2,
+        vx = lw + vw / 2,
+    )
+}
+
+fn status_cell(s: TierStatus) -> &'static str {
+    match s {
+        TierStatus::Passed => "✅ passed",
+        TierStatus::Failed => "❌ failed",
+        TierStatus::Skipped => "⏭️ skipped",
+        TierStatus::NotRun => "⬜ not run",
+        TierStatus::Running => "⏳ running",
+        TierStatus::Pending => "⬜ pending",
+    }
+}
+
+fn flag(ok: bool) -> &'static str {
+    if ok { "✅" } else { "❌" }
+}
+
+/// `report.md`: the PR comment body. `{run_url}` and `{badge_url}` are placeholders
+/// the poller fills with the run page's address.
+pub fn report(results: &Results) -> String {
+    let short = &results.sha[..results.sha.len().min(10)];
+    let mut md = format!(
+        "### cc-ci: `{}` at `{}` reached level {}/5\n\n",
+        results.recipe, short, results.level
+    );
+    if let Some(err) = &results.error {
+        md.push_str(&format!("**The run could not be carried out:** {err}\n\n"));
+    }
+    md.push_str("| tier | status | duration | cause | detail |\n|---|---|---|---|---|\n");
+    for t in &results.tiers {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            t.name,
+            status_cell(t.status),
+            t.duration_s.map(|d| format!("{d:.1} s")).unwrap_or_default(),
+            t.cause.map(|c| c.as_str()).unwrap_or(""),
+            t.reason.as_deref().unwrap_or("").replace('|', "\\|").replace('\n', " "),
+        ));
+    }
+    let inv = &results.invariants;
+    md.push_str(&format!(
+        "\nDeploys {}/{} {} · clean teardown {} · no secret leak {}\n",
+        results.deploys.count,
+        results.deploys.budget,
+        flag(inv.deploy_budget_ok),
+        flag(inv.clean_teardown),
+        flag(inv.no_secret_leak)
+    ));
+    if let Some(cause) = results.cause {
+        md.push_str(&format!("\nCause: **{}**\n", cause.as_str()));
+    }
+    md.push_str(&format!(
+        "\n[run page and log]({{run_url}}) · ![badge]({{badge_url}}) · upgrade base `{}` · run `{}`\n",
+        results.upgrade_base.as_deref().unwrap_or("none"),
+        results.run_id
+    ));
+    md
+}
+
+/// Every file under `dir` that contains a secret value (in any masked form).
+pub fn scan_for_secrets(dir: &Path, masker: &Masker) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(path),
+                Ok(t) if t.is_file() => {
+                    if std::fs::read(&path).map(|b| masker.contains_secret(&b)).unwrap_or(true) {
+                        hits.push(path);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    hits.sort();
+    hits
+}

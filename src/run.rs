@@ -1,4 +1,448 @@
-//! `cc-ci run`: one run from arguments to artifacts.
-pub fn main(_args: crate::cli::RunArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("cc-ci run is not implemented yet")
+//! `cc-ci run`: one run from arguments to artifacts. Everything that can be checked
+//! before a deploy is checked first (bad input deploys nothing); once the ladder
+//! starts, the teardown funnel runs on every path: success, failure, cancel,
+//! deadline, panic.
+use crate::abra::{self, Abra};
+use crate::artifacts;
+use crate::cli::RunArgs;
+use crate::config::{self, Config};
+use crate::ladder::{self, Ladder};
+use crate::lock;
+use crate::meta::RecipeMeta;
+use crate::process::{Executor, Stop};
+use crate::progress::Progress;
+use crate::recipe::{self, Checkout};
+use crate::redact;
+use crate::request::RunRequest;
+use crate::results::{Cause, Deploys, Invariants, Results, RunStatus, SCHEMA_VERSION};
+use crate::runid;
+use crate::swarm;
+use anyhow::{Context, anyhow, bail};
+use chrono::Utc;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+/// What to test, from the command line or a run request.
+struct Target {
+    run_id: String,
+    recipe: String,
+    /// Clone source: a local path or the request's clone URL.
+    source: String,
+    git_ref: String,
+    /// The exact commit, when the request names it.
+    sha: Option<String>,
+    pr: Option<u64>,
+}
+
+fn target(args: &RunArgs, config: &Config) -> anyhow::Result<Target> {
+    if let Some(path) = &args.request {
+        let req = RunRequest::load(path)?;
+        recipe::validate_name(&req.recipe)?;
+        return Ok(Target {
+            run_id: req.run_id,
+            recipe: req.recipe,
+            source: req.clone_url,
+            git_ref: req.git_ref,
+            sha: Some(req.sha),
+            pr: req.pr,
+        });
+    }
+    let arg = args.recipe.as_deref().expect("clap requires RECIPE without --request");
+    let (recipe, path) = recipe::resolve(arg, &config.runner.recipes_dir)?;
+    Ok(Target {
+        run_id: runid::new_run_id(Utc::now()),
+        recipe,
+        source: path.to_string_lossy().into_owned(),
+        git_ref: args.git_ref.clone().unwrap_or_else(|| "HEAD".into()),
+        sha: None,
+        pr: args.pr,
+    })
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None if Path::new(config::DEFAULT_PATH).exists() => Ok(Config::load(Path::new(config::DEFAULT_PATH))?),
+        None => Ok(Config::defaults(PathBuf::from("/etc/cc-ci"))),
+    }
+}
+
+/// The app domain: the same recipe and PR share it (and so its lock); other PRs and
+/// recipes run in parallel.
+pub fn app_domain(recipe: &str, pr: Option<u64>, base: &str) -> String {
+    match pr {
+        Some(n) => format!("{recipe}-pr{n}.{base}"),
+        None => format!("{recipe}.{base}"),
+    }
+}
+
+/// The pinned abra, as configured, resolved on PATH if it is a bare name.
+fn abra_binary(configured: &Path) -> anyhow::Result<PathBuf> {
+    let found = if configured.components().count() == 1 {
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|d| d.join(configured))
+            .find(|p| p.is_file())
+    } else {
+        configured.is_file().then(|| configured.to_path_buf())
+    };
+    found.ok_or_else(|| {
+        anyhow!(
+            "abra binary {} not found: set runner.abra to the pinned abra \
+             (for tests and scripts/try: the test double tests/doubles/abra)",
+            configured.display()
+        )
+    })
+}
+
+fn writable_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("output dir {} cannot be created; pass a writable --output DIR", dir.display()))?;
+    let probe = dir.join(".ccci-write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("output dir {} is not writable; pass a writable --output DIR", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+pub fn main(args: RunArgs) -> anyhow::Result<i32> {
+    let wall = Instant::now();
+    let config = load_config(args.config.as_deref())?;
+    let target = target(&args, &config)?;
+    let ci_dir = config.recipe_ci_dir(&target.recipe);
+    let meta = RecipeMeta::load(&ci_dir)?;
+    meta.validate()
+        .map_err(|e| anyhow!("{}: {e}", ci_dir.join(crate::meta::FILE_NAME).display()))?;
+    let artifacts_dir = args
+        .output
+        .clone()
+        .unwrap_or_else(|| config.state.dir.join("runs").join(&target.run_id));
+    writable_dir(&artifacts_dir)?;
+    let artifacts_dir = artifacts_dir.canonicalize()?;
+    let scratch = config.state.runtime_dir.join("runs").join(&target.run_id);
+    std::fs::create_dir_all(&scratch)
+        .with_context(|| format!("cannot create the run's scratch dir {}", scratch.display()))?;
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&cancel)).context("installing signal handlers")?;
+    }
+    let stop = Stop {
+        cancel,
+        deadline: Instant::now() + Duration::from_secs(config.runner.deadline_min * 60),
+    };
+    let secrets = redact::load_secret_dirs(&config.runner.secrets_dirs)?;
+    let log = std::fs::File::create(artifacts_dir.join("run.log"))
+        .with_context(|| format!("cannot create {}", artifacts_dir.join("run.log").display()))?;
+    let progress = Progress::stderr(true);
+    let exec = Executor::new(stop, log, progress.clone(), secrets, redact::DEFAULT_MIN_LEN);
+
+    let domain = app_domain(&target.recipe, target.pr, &config.runner.domain);
+    let results_path = artifacts_dir.join("results.json");
+    let mut results = Results {
+        schema_version: SCHEMA_VERSION,
+        run_id: target.run_id.clone(),
+        recipe: target.recipe.clone(),
+        git_ref: target.git_ref.clone(),
+        sha: target.sha.clone().unwrap_or_default(),
+        pr: target.pr,
+        app_domain: domain.clone(),
+        upgrade_base: None,
+        status: RunStatus::Running,
+        level: 0,
+        cause: None,
+        error: None,
+        started_at: Utc::now(),
+        finished_at: None,
+        tiers: Vec::new(),
+        deploys: Deploys { count: 0, budget: 0 },
+        invariants: Invariants {
+            clean_teardown: true,
+            no_secret_leak: true,
+            deploy_budget_ok: true,
+        },
+        leaks: Vec::new(),
+    };
+    exec.note(&format!("cc-ci run {} of {} ({}) as {domain}", target.run_id, target.recipe, target.git_ref));
+
+    // Everything before the first deploy: on error, record it and deploy nothing.
+    let prepared = prepare(&config, &target, &meta, &exec, &domain, &scratch, &results_path, &mut results);
+    let (lock, checkout, abra_bin) = match prepared {
+        Ok(p) => p,
+        Err(err) => {
+            progress.finish();
+            exec.note(&format!("error: {err:#}"));
+            results.status = RunStatus::Error;
+            results.error = Some(format!("{err:#}"));
+            results.cause = Some(if exec.stop.check().is_some() { Cause::Cancelled } else { Cause::Harness });
+            results.finished_at = Some(Utc::now());
+            let _ = results.write(&results_path);
+            let _ = std::fs::remove_dir_all(&scratch);
+            return Err(err);
+        }
+    };
+
+    let deploys_file = scratch.join("deploys");
+    let env = contract_env(&target, &results, &domain, &config, &artifacts_dir, &scratch, &deploys_file, &checkout, &abra_bin);
+    let abra = Abra {
+        exec: &exec,
+        bin: abra_bin,
+        abra_dir: scratch.join("abra"),
+        server: config.runner.server.clone(),
+        domain: domain.clone(),
+        deploys_file: deploys_file.clone(),
+        env: env.clone(),
+    };
+    let ladder = Ladder::new(
+        &exec,
+        abra,
+        checkout,
+        results.sha.clone(),
+        results.upgrade_base.clone(),
+        meta,
+        ci_dir,
+        env,
+        artifacts_dir.clone(),
+        scratch.clone(),
+        target.run_id.clone(),
+    );
+
+    let climbed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ladder.climb(|tiers| {
+            results.tiers = tiers.to_vec();
+            results.level = ladder::level(tiers);
+            let _ = results.write(&results_path);
+        })
+    }));
+    if climbed.is_err() {
+        exec.note("error: the runner panicked during the climb (harness bug); tearing down");
+        for t in results.tiers.iter_mut() {
+            if matches!(t.status, crate::results::TierStatus::Running | crate::results::TierStatus::Pending) {
+                t.status = crate::results::TierStatus::Failed;
+                t.cause = Some(Cause::Harness);
+                t.reason = Some("the runner panicked".into());
+            }
+        }
+    }
+
+    // The teardown funnel: the same on every path.
+    progress.stage("teardown");
+    exec.note("=== teardown ===");
+    exec.begin_teardown();
+    if let Err(e) = ladder.remove_app() {
+        exec.note(&format!("abra teardown failed: {e}"));
+    }
+    let leaks = swarm::leaks(&exec, &ladder.stack).unwrap_or_else(|e| vec![format!("leak check failed: {e}")]);
+    results.invariants.clean_teardown = leaks.is_empty();
+    if !leaks.is_empty() {
+        exec.note(&format!("teardown left {}: removing directly", leaks.join(", ")));
+        let left = swarm::force_clean(&exec, &ladder.stack).unwrap_or_default();
+        if !left.is_empty() {
+            exec.note(&format!("still left after forced cleanup: {}", left.join(", ")));
+        }
+    }
+    results.leaks = leaks;
+
+    let timing = exec.timing();
+    results.deploys = Deploys {
+        count: abra::count_deploys(&deploys_file),
+        budget: ladder.budget.get(),
+    };
+    results.invariants.deploy_budget_ok = results.deploys.count == results.deploys.budget;
+    if !results.invariants.deploy_budget_ok {
+        exec.note(&format!(
+            "deploy budget mismatch: {} deploys recorded in {}, {} planned",
+            results.deploys.count,
+            deploys_file.display(),
+            results.deploys.budget
+        ));
+    }
+    results.level = ladder::level(&results.tiers);
+    results.cause = results.tiers.iter().find_map(|t| t.cause);
+    results.status = RunStatus::Completed;
+    results.finished_at = Some(Utc::now());
+    let tests = ladder.tests.borrow().clone();
+    drop(ladder);
+    drop(lock);
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    let wall_s = wall.elapsed().as_secs_f64();
+    let overhead = (wall.elapsed().saturating_sub(timing.external + timing.waiting)).as_secs_f64();
+    let timing_json = serde_json::json!({
+        "wall_s": wall_s,
+        "external_s": timing.external.as_secs_f64(),
+        "waiting_s": timing.waiting.as_secs_f64(),
+        "overhead_s": overhead,
+        "overhead_pct": 100.0 * overhead / wall_s.max(1e-9),
+        "commands": timing.commands,
+    });
+    artifacts::write_atomic(&artifacts_dir.join("timing.json"), timing_json.to_string().as_bytes())?;
+    write_final_artifacts(&exec, &mut results, &tests, &artifacts_dir, &results_path)?;
+    progress.finish();
+    print_summary(&results, &results_path);
+    Ok(crate::cli::EXIT_OK)
+}
+
+/// Checks and setup before anything is deployed; returns the held lock, the recipe
+/// checkout and the abra binary.
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    config: &Config,
+    target: &Target,
+    meta: &RecipeMeta,
+    exec: &Executor,
+    domain: &str,
+    scratch: &Path,
+    results_path: &Path,
+    results: &mut Results,
+) -> anyhow::Result<(lock::DomainLock, Checkout, PathBuf)> {
+    let abra_bin = abra_binary(&config.runner.abra)?;
+    exec.progress().stage("checking docker and the swarm");
+    swarm::check_engine(exec)?;
+
+    // State is keyed by run id (scratch, artifacts): nothing shared is touched before
+    // the lock, so a waiting run cannot disturb the holder.
+    exec.progress().stage(&format!("waiting for the lock of {domain}"));
+    let lock_path = lock::lock_path(&config.state.runtime_dir.join("locks"), domain);
+    let waited = Instant::now();
+    let lock = lock::acquire(
+        &lock_path,
+        &target.run_id,
+        Duration::from_secs(config.runner.lock_timeout_s),
+        |holder| exec.note(&format!("{domain} is locked by run {holder}: waiting (queued)")),
+        || exec.stop.check().is_some(),
+    )?;
+    exec.add_waiting(waited.elapsed());
+
+    exec.progress().stage("checking out the recipe");
+    let checkout = Checkout::clone(
+        &target.recipe,
+        &target.source,
+        &scratch.join("abra").join("recipes").join(&target.recipe),
+        Some(&target.git_ref),
+    )?;
+    let sha = checkout.resolve(target.sha.as_deref().unwrap_or(&target.git_ref))?;
+    let meta_path = config.recipe_ci_dir(&target.recipe).join(crate::meta::FILE_NAME);
+    let base = checkout.upgrade_base(&sha, &target.git_ref, meta.UPGRADE_BASE_VERSION.as_deref(), &meta_path)?;
+    exec.note(&format!("testing {sha}; upgrade base {base}"));
+    results.sha = sha;
+    results.upgrade_base = Some(base);
+    results.write(results_path).context("writing results.json")?;
+    let leftovers = swarm::leaks(exec, &swarm::stack_name(domain))?;
+    if !leftovers.is_empty() {
+        bail!(
+            "{domain} already has {} on the swarm although no run holds its lock; \
+             remove them (`docker stack rm {}`, then its volumes and secrets) or run the janitor",
+            leftovers.join(", "),
+            swarm::stack_name(domain)
+        );
+    }
+    Ok((lock, checkout, abra_bin))
+}
+
+/// The environment contract for hooks, tests and abra (documented once, in
+/// `docs/enroll-recipe.md`).
+#[allow(clippy::too_many_arguments)]
+fn contract_env(
+    target: &Target,
+    results: &Results,
+    domain: &str,
+    config: &Config,
+    artifacts_dir: &Path,
+    scratch: &Path,
+    deploys_file: &Path,
+    checkout: &Checkout,
+    abra_bin: &Path,
+) -> Vec<(String, String)> {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    vec![
+        ("CCCI_RUN_ID".into(), target.run_id.clone()),
+        ("CCCI_RECIPE".into(), target.recipe.clone()),
+        ("CCCI_REF".into(), target.git_ref.clone()),
+        ("CCCI_SHA".into(), results.sha.clone()),
+        ("CCCI_PR".into(), target.pr.map(|n| n.to_string()).unwrap_or_default()),
+        ("CCCI_UPGRADE_BASE".into(), results.upgrade_base.clone().unwrap_or_default()),
+        ("CCCI_APP_DOMAIN".into(), domain.to_string()),
+        ("CCCI_STACK_NAME".into(), swarm::stack_name(domain)),
+        ("CCCI_APP_URL".into(), format!("https://{domain}")),
+        ("CCCI_SERVER".into(), config.runner.server.clone()),
+        ("CCCI_RUN_DIR".into(), s(artifacts_dir)),
+        ("CCCI_STATE_DIR".into(), s(scratch)),
+        ("CCCI_DEPLOYS_FILE".into(), s(deploys_file)),
+        ("CCCI_RECIPE_DIR".into(), s(&checkout.dir)),
+        ("CCCI_ABRA".into(), s(abra_bin)),
+        ("ABRA_DIR".into(), s(&scratch.join("abra"))),
+    ]
+}
+
+fn write_final_artifacts(
+    exec: &Executor,
+    results: &mut Results,
+    tests: &[ladder::TestCaseResult],
+    dir: &Path,
+    results_path: &Path,
+) -> anyhow::Result<()> {
+    let write = |name: &str, text: String| {
+        artifacts::write_atomic(&dir.join(name), text.as_bytes()).with_context(|| format!("writing {name}"))
+    };
+    write("junit.xml", artifacts::junit(results, tests))?;
+    write("badge.svg", artifacts::badge(results))?;
+    write("report.md", artifacts::report(results))?;
+    results.write(results_path)?;
+    // The leak scan covers every artifact, results.json included; its verdict goes
+    // into results.json, report.md and the badge, which are rewritten.
+    let masker = exec.masker();
+    let hits = artifacts::scan_for_secrets(dir, &masker);
+    results.invariants.no_secret_leak = hits.is_empty();
+    if !hits.is_empty() {
+        let names: Vec<String> = hits.iter().map(|p| p.display().to_string()).collect();
+        exec.note(&format!("secret values found in artifacts: {}", names.join(", ")));
+        write("report.md", artifacts::report(results))?;
+    }
+    results.write(results_path)?;
+    Ok(())
+}
+
+fn print_summary(results: &Results, path: &Path) {
+    println!(
+        "cc-ci run {}: {} at {} (upgrade base {})",
+        results.run_id,
+        results.recipe,
+        &results.sha[..results.sha.len().min(12)],
+        results.upgrade_base.as_deref().unwrap_or("none")
+    );
+    println!("{:<8} {:<8} {:>9}  {:<14} detail", "tier", "status", "duration", "cause");
+    for t in &results.tiers {
+        let status = serde_json::to_value(t.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        println!(
+            "{:<8} {:<8} {:>9}  {:<14} {}",
+            t.name,
+            status,
+            t.duration_s.map(|d| format!("{d:.1} s")).unwrap_or_default(),
+            t.cause.map(|c| c.as_str()).unwrap_or("-"),
+            t.reason.as_deref().unwrap_or("")
+        );
+    }
+    let inv = &results.invariants;
+    println!(
+        "deploys {}/{} · clean teardown {} · no secret leak {} · deploy budget {}",
+        results.deploys.count, results.deploys.budget, inv.clean_teardown, inv.no_secret_leak, inv.deploy_budget_ok
+    );
+    println!("level: {}", results.level);
+    println!("results: {}", path.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_share_only_within_recipe_and_pr() {
+        assert_eq!(app_domain("hello", None, "ci.localhost"), "hello.ci.localhost");
+        assert_eq!(app_domain("hello", Some(7), "ci.localhost"), "hello-pr7.ci.localhost");
+        assert_ne!(app_domain("hello", Some(7), "d"), app_domain("hello", Some(8), "d"));
+    }
 }

@@ -1,0 +1,120 @@
+//! Per-recipe CI settings: `<config dir>/recipes/<recipe>/meta.toml`.
+//!
+//! The one loader of recipe meta (the older system had six that drifted apart). Keys
+//! are strict: an unknown key is an error naming the nearest valid key. Every key is
+//! documented in `docs/enroll-recipe.md` and read by the runner.
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub const FILE_NAME: &str = "meta.toml";
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[allow(non_snake_case)]
+pub struct RecipeMeta {
+    /// Release tag to upgrade from; default: the newest release tag below the tested ref.
+    pub UPGRADE_BASE_VERSION: Option<String>,
+    /// Service whose volume holds the data the upgrade and restore tiers check;
+    /// default: the first service with a `backupbot.backup.path` label.
+    pub DATA_SERVICE: Option<String>,
+    /// Directory inside `DATA_SERVICE` where the data check writes its marker file.
+    pub DATA_PATH: Option<String>,
+    /// Seconds to wait for a deploy to converge and become healthy (default 120).
+    pub CONVERGE_TIMEOUT_S: Option<u64>,
+    /// Seconds each custom test may run (default 300).
+    pub TEST_TIMEOUT_S: Option<u64>,
+    /// Extra `KEY=value` lines set in the app's env file after `abra app new`.
+    #[serde(default)]
+    pub APP_ENV: BTreeMap<String, String>,
+}
+
+impl RecipeMeta {
+    /// Load `dir/meta.toml`; a missing file means all defaults.
+    pub fn load(dir: &Path) -> Result<RecipeMeta, crate::strict::Error> {
+        let path = dir.join(FILE_NAME);
+        if !path.exists() {
+            return Ok(RecipeMeta::default());
+        }
+        let meta: RecipeMeta = crate::strict::load_toml(&path)?;
+        Ok(meta)
+    }
+
+    pub fn converge_timeout_s(&self) -> u64 {
+        self.CONVERGE_TIMEOUT_S.unwrap_or(120)
+    }
+
+    pub fn test_timeout_s(&self) -> u64 {
+        self.TEST_TIMEOUT_S.unwrap_or(300)
+    }
+
+    /// `DATA_SERVICE` and `DATA_PATH` come together or not at all.
+    pub fn data_probe(&self) -> Option<(&str, &str)> {
+        match (&self.DATA_SERVICE, &self.DATA_PATH) {
+            (Some(s), Some(p)) => Some((s, p)),
+            _ => None,
+        }
+    }
+
+    /// Checks beyond the types, with the fix in the message.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.DATA_SERVICE.is_some() != self.DATA_PATH.is_some() {
+            return Err("DATA_SERVICE and DATA_PATH must be set together".into());
+        }
+        if let Some(p) = &self.DATA_PATH {
+            if !p.starts_with('/') {
+                return Err(format!("DATA_PATH {p:?} must be an absolute path in the container"));
+            }
+        }
+        for key in self.APP_ENV.keys() {
+            let ok = !key.is_empty()
+                && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !key.as_bytes()[0].is_ascii_digit();
+            if !ok {
+                return Err(format!("APP_ENV key {key:?} is not a valid env variable name"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_is_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(RecipeMeta::load(dir.path()).unwrap(), RecipeMeta::default());
+    }
+
+    #[test]
+    fn typo_suggests_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), "UPGRADE_BASE_VERSON = \"1.0.0+1\"\n").unwrap();
+        let err = RecipeMeta::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("meta.toml"), "{err}");
+        assert!(err.contains("did you mean `UPGRADE_BASE_VERSION`?"), "{err}");
+    }
+
+    #[test]
+    fn lowercase_key_suggests_uppercase() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), "data_path = \"/data\"\n").unwrap();
+        let err = RecipeMeta::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("did you mean `DATA_PATH`?"), "{err}");
+    }
+
+    #[test]
+    fn validate_rejects_half_probe_and_bad_env() {
+        let mut m = RecipeMeta {
+            DATA_SERVICE: Some("app".into()),
+            ..Default::default()
+        };
+        assert!(m.validate().unwrap_err().contains("together"));
+        m.DATA_PATH = Some("/data".into());
+        assert!(m.validate().is_ok());
+        m.APP_ENV.insert("1BAD".into(), "x".into());
+        assert!(m.validate().is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! Live progress on the terminal: the current stage, its elapsed time and the last
+//! lines of its (masked) output. On a non-terminal it prints one line per stage.
+use std::collections::VecDeque;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TAIL: usize = 3;
+
+#[derive(Clone)]
+pub struct Progress {
+    inner: Arc<Mutex<State>>,
+}
+
+struct State {
+    live: bool,
+    enabled: bool,
+    stage: String,
+    stage_start: Instant,
+    run_start: Instant,
+    tail: VecDeque<String>,
+    drawn: usize,
+}
+
+impl Progress {
+    /// Progress on stderr; live redraws only when stderr is a terminal.
+    pub fn stderr(enabled: bool) -> Progress {
+        let live = enabled && std::io::stderr().is_terminal();
+        let p = Progress {
+            inner: Arc::new(Mutex::new(State {
+                live,
+                enabled,
+                stage: String::new(),
+                stage_start: Instant::now(),
+                run_start: Instant::now(),
+                tail: VecDeque::new(),
+                drawn: 0,
+            })),
+        };
+        if live {
+            let ticker = p.clone();
+            std::thread::spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(500));
+                if !ticker.redraw() {
+                    break;
+                }
+            });
+        }
+        p
+    }
+
+    /// A new stage begins.
+    pub fn stage(&self, name: &str) {
+        let mut s = self.inner.lock().expect("progress lock");
+        s.stage = name.to_string();
+        s.stage_start = Instant::now();
+        s.tail.clear();
+        if s.enabled && !s.live {
+            let elapsed = s.run_start.elapsed().as_secs();
+            eprintln!("[{:>3}s] {name}", elapsed);
+        }
+        drop(s);
+        self.redraw();
+    }
+
+    /// A line of output of the current stage (already masked).
+    pub fn line(&self, line: &str) {
+        let mut s = self.inner.lock().expect("progress lock");
+        if !s.live {
+            return;
+        }
+        let line: String = line.chars().filter(|c| !c.is_control()).take(160).collect();
+        if line.trim().is_empty() {
+            return;
+        }
+        s.tail.push_back(line);
+        while s.tail.len() > TAIL {
+            s.tail.pop_front();
+        }
+    }
+
+    /// Print a final message, clearing the live view first.
+    pub fn finish(&self) {
+        let mut s = self.inner.lock().expect("progress lock");
+        if s.live {
+            clear(&mut s);
+            s.live = false;
+        }
+    }
+
+    fn redraw(&self) -> bool {
+        let mut s = self.inner.lock().expect("progress lock");
+        if !s.live {
+            return false;
+        }
+        clear(&mut s);
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "\x1b[1m▶ {}\x1b[0m  {}s (run {}s)",
+            s.stage,
+            s.stage_start.elapsed().as_secs(),
+            s.run_start.elapsed().as_secs()
+        );
+        for l in &s.tail {
+            let _ = writeln!(err, "  \x1b[2m{l}\x1b[0m");
+        }
+        s.drawn = 1 + s.tail.len();
+        true
+    }
+}
+
+fn clear(s: &mut State) {
+    let mut err = std::io::stderr().lock();
+    for _ in 0..s.drawn {
+        let _ = write!(err, "\x1b[1A\x1b[2K");
+    }
+    s.drawn = 0;
+}

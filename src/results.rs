@@ -1,0 +1,116 @@
+//! `results.json`: the run's machine-readable outcome (schema in
+//! `docs/results-schema.json`, version [`SCHEMA_VERSION`]). Rewritten atomically after
+//! every tier so the poller can report progress; final when `status` is not `running`.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// The ladder is being climbed.
+    Running,
+    /// The run completed (whatever level it reached).
+    Completed,
+    /// The run could not be carried out (see `error`).
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TierStatus {
+    Pending,
+    Running,
+    Passed,
+    Failed,
+    Skipped,
+    NotRun,
+}
+
+/// Why something failed: the class decides who has to act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cause {
+    /// The recipe is at fault (task exits, unhealthy, data lost, test failed).
+    Recipe,
+    /// The host is at fault (address pools, tasks stuck in `New`, image pull, engine).
+    Infrastructure,
+    /// A bound ran out (convergence wait, test timeout, the run's deadline).
+    Timeout,
+    /// The run was stopped (SIGTERM / `systemctl stop`).
+    Cancelled,
+    /// cc-ci itself failed.
+    Harness,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Recipe => "recipe",
+            Cause::Infrastructure => "infrastructure",
+            Cause::Timeout => "timeout",
+            Cause::Cancelled => "cancelled",
+            Cause::Harness => "harness",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TierResult {
+    pub name: String,
+    pub status: TierStatus,
+    pub started_at: Option<DateTime<Utc>>,
+    pub duration_s: Option<f64>,
+    pub cause: Option<Cause>,
+    /// One line saying why the tier failed or was skipped.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Deploys {
+    pub count: u32,
+    pub budget: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Invariants {
+    pub clean_teardown: bool,
+    pub no_secret_leak: bool,
+    pub deploy_budget_ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Results {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub recipe: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub sha: String,
+    pub pr: Option<u64>,
+    pub app_domain: String,
+    pub upgrade_base: Option<String>,
+    pub status: RunStatus,
+    pub level: u8,
+    /// The cause of the first failure, if any.
+    pub cause: Option<Cause>,
+    /// Why the run could not be carried out (status `error`).
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub tiers: Vec<TierResult>,
+    pub deploys: Deploys,
+    pub invariants: Invariants,
+    /// What the leak check found after teardown (empty when clean).
+    pub leaks: Vec<String>,
+}
+
+impl Results {
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let mut json = serde_json::to_vec_pretty(self).expect("results serialise");
+        json.push(b'\n');
+        crate::artifacts::write_atomic(path, &json)
+    }
+}
