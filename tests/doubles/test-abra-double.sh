@@ -207,7 +207,14 @@ t0=$(date +%s)
 check "undeploy" "$ABRA" app undeploy "$DOMAIN" -n
 echo "     (undeploy took $(($(date +%s) - t0))s)"
 check "undeploy of an undeployed app is an error" bash -c '! "$1" app undeploy "$2" -n 2>/dev/null' _ "$ABRA" "$DOMAIN"
+# a secret named with the stack prefix but no label is the app's; one labelled for a
+# longer stack name sharing the prefix is not
+printf 'x' | docker secret create "${STACK}_manual_v1" - >/dev/null
+printf 'x' | docker secret create --label "com.docker.stack.namespace=${STACK}_x" "${STACK}_x_other_v1" - >/dev/null
 check "rm" "$ABRA" app rm "$DOMAIN" -n -f
+check "rm removed the unlabelled prefixed secret" bash -c '! docker secret inspect "$1_manual_v1" >/dev/null 2>&1' _ "$STACK"
+check "rm kept the secret of stack <stack>_x" docker secret inspect "${STACK}_x_other_v1" --format ok
+docker secret rm "${STACK}_x_other_v1" >/dev/null
 for s in "$STACK" "$BSTACK"; do
   check "no stack $s in docker stack ls" bash -c '! docker stack ls --format "{{.Name}}" | grep -qx "$1"' _ "$s"
   check "no volume of $s" bash -c '! docker volume ls --format "{{.Name}}" | grep -q "^$1_"' _ "$s"
