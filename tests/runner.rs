@@ -1,0 +1,399 @@
+//! The runner end to end: `cc-ci run` as a real process, the abra test double on the
+//! real swarm, the example recipes built from scratch. Every swarm test ends by
+//! checking that nothing of its app is left on the engine.
+mod support;
+
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn assert_schema_valid(results: &Value) {
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("docs/results-schema.json")).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("docs/results-schema.json is a valid schema");
+    let errors: Vec<String> = validator.iter_errors(results).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    assert!(errors.is_empty(), "results.json does not match docs/results-schema.json: {errors:#?}");
+}
+
+#[test]
+fn hello_climbs_to_level_5() {
+    let setup = Setup::new("t-hello");
+    let out = setup.run(&["hello"]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let r = out.results();
+    assert_schema_valid(&r);
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["level"], 5, "{}", out.describe());
+    for t in ["install", "upgrade", "backup", "restore", "custom"] {
+        assert_eq!(tier(&r, t)["status"], "passed", "{t}: {}", out.describe());
+    }
+    assert_eq!(r["upgrade_base"], "1.1.0+1.1");
+    assert_eq!(r["deploys"], serde_json::json!({"count": 3, "budget": 3}));
+    assert_eq!(r["invariants"], serde_json::json!({"clean_teardown": true, "no_secret_leak": true, "deploy_budget_ok": true}));
+    assert_eq!(r["sha"].as_str().unwrap().len(), 40);
+
+    // The output ends with the table, the level, and `results: <absolute path>`.
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[lines.len() - 2], "level: 5");
+    assert!(out.results_path().is_absolute());
+
+    let dir = out.run_dir();
+    let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+    assert!(junit.starts_with("<?xml"), "{junit}");
+    assert_eq!(junit.matches("<testcase").count(), 5 + 2, "five tiers and two custom tests: {junit}");
+    assert!(junit.contains("timestamp=\"20"), "real timestamps: {junit}");
+    assert!(!junit.contains("<failure"), "{junit}");
+    let badge = std::fs::read_to_string(dir.join("badge.svg")).unwrap();
+    assert!(badge.contains("level 5/5") && badge.contains("#4c1"), "{badge}");
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("| install | ✅ passed"), "{report}");
+    assert!(report.contains("reached level 5/5"), "{report}");
+    let log = std::fs::read_to_string(dir.join("run.log")).unwrap();
+    assert!(log.contains("data written at the base version survived the upgrade"), "{log}");
+    assert!(log.contains("back to the backed-up state"), "{log}");
+    // The generated secret appears in the machine output of `secret generate`, masked.
+    assert!(log.contains(r#""value":"[MASKED]""#), "{log}");
+    assert_nothing_left(&setup.stack("hello"));
+}
+
+#[test]
+fn broken_upgrade_stops_at_level_1_with_cause_recipe() {
+    let setup = Setup::new("t-broken");
+    let out = setup.run(&["broken-upgrade"]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let r = out.results();
+    assert_schema_valid(&r);
+    assert_eq!(r["level"], 1, "{}", out.describe());
+    assert_eq!(tier(&r, "install")["status"], "passed");
+    let upgrade = tier(&r, "upgrade");
+    assert_eq!(upgrade["status"], "failed");
+    assert_eq!(upgrade["cause"], "recipe", "{upgrade}");
+    assert_eq!(r["cause"], "recipe");
+    for t in ["backup", "restore", "custom"] {
+        assert_eq!(tier(&r, t)["status"], "not_run");
+    }
+    // The diagnostics that explain it are in the artifacts.
+    let diag = std::fs::read_to_string(out.run_dir().join("diagnostics/upgrade.txt")).unwrap();
+    assert!(diag.contains("docker service ps --no-trunc"), "{diag}");
+    assert!(diag.contains("migration from format v1 failed"), "last log lines of the failing service: {diag}");
+    assert_eq!(r["invariants"]["clean_teardown"], true);
+    assert_eq!(r["deploys"], serde_json::json!({"count": 3, "budget": 3}));
+    assert_nothing_left(&setup.stack("broken-upgrade"));
+}
+
+#[test]
+fn no_backup_skips_backup_at_level_2() {
+    let setup = Setup::new("t-nobackup");
+    let out = setup.run(&["no-backup"]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let r = out.results();
+    assert_schema_valid(&r);
+    assert_eq!(r["level"], 2, "{}", out.describe());
+    assert_eq!(tier(&r, "upgrade")["status"], "passed");
+    let backup = tier(&r, "backup");
+    assert_eq!(backup["status"], "skipped");
+    assert!(backup["reason"].as_str().unwrap().contains("backupbot.backup=true"));
+    assert_eq!(tier(&r, "restore")["status"], "not_run");
+    assert_eq!(r["cause"], Value::Null);
+    let badge = std::fs::read_to_string(out.run_dir().join("badge.svg")).unwrap();
+    assert!(badge.contains("level 2/5"));
+    assert_nothing_left(&setup.stack("no-backup"));
+}
+
+#[test]
+fn compose_that_fails_to_deploy_is_level_0_and_leaves_nothing() {
+    let setup = Setup::new("t-badcompose");
+    let repo = recipe_copy("hello", setup.dir.path());
+    // A service that references a secret that is never created: the deploy fails.
+    let compose = std::fs::read_to_string(repo.join("compose.yml")).unwrap();
+    let broken = compose.replace("_admin_password_${SECRET_ADMIN_PASSWORD_VERSION}", "_missing_secret_v9");
+    assert_ne!(compose, broken);
+    std::fs::write(repo.join("compose.yml"), broken).unwrap();
+    commit_all(&repo, "break the compose file");
+    let out = setup.run(&[repo.to_str().unwrap()]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let r = out.results();
+    assert_eq!(r["level"], 0);
+    let install = tier(&r, "install");
+    assert_eq!(install["status"], "failed");
+    assert_eq!(install["cause"], "recipe", "{install}");
+    assert!(install["reason"].as_str().unwrap().contains("deploy"), "{install}");
+    assert_eq!(r["invariants"]["clean_teardown"], true);
+    assert_nothing_left(&setup.stack("hello"));
+}
+
+#[test]
+fn secrets_in_hook_output_are_masked_everywhere() {
+    let setup = Setup::with_runner("t-mask", "secrets_dirs = [\"CREDS\"]");
+    // A CI credential (class A) and the app's generated secret (class B) both printed
+    // by a hook, in plain and base64 form.
+    let creds = setup.dir.path().join("creds");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join("gitea-token"), "tok-1234567890abcdef\n").unwrap();
+    let config = std::fs::read_to_string(setup.config()).unwrap().replace("CREDS", creds.to_str().unwrap());
+    std::fs::write(setup.config(), config).unwrap();
+    setup.write_hook(
+        "hello",
+        "install_steps.sh",
+        r#"set -eu
+c=$(docker ps -q --filter "label=com.docker.swarm.service.name=${CCCI_STACK_NAME}_app" | head -n1)
+pw=$(docker exec "$c" cat /run/secrets/admin_password)
+echo "the admin password is $pw"
+half=$(printf %s "$pw" | cut -c1-10); rest=$(printf %s "$pw" | cut -c11-)
+printf 'split: %s' "$half"; sleep 0.3; printf '%s\n' "$rest"
+echo "token: $(cat CREDS_DIR/gitea-token)"
+echo "$pw" > "$CCCI_STATE_DIR/planted-secret"
+"#
+        .replace("CREDS_DIR", creds.to_str().unwrap())
+        .as_str(),
+    );
+    let out = setup.run(&["hello"]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let r = out.results();
+    let log = std::fs::read_to_string(out.run_dir().join("run.log")).unwrap();
+    assert!(log.contains("the admin password is [MASKED]"), "{log}");
+    assert!(log.contains("token: [MASKED]"), "{log}");
+    assert!(log.contains("split: [MASKED]\n"), "a value split across two writes: {log}");
+    assert!(!log.contains("tok-1234567890abcdef"));
+    assert_eq!(r["invariants"]["no_secret_leak"], true, "{}", out.describe());
+    assert!(!out.stdout.contains("tok-1234567890abcdef") && !out.stderr.contains("tok-1234567890abcdef"));
+    assert_nothing_left(&setup.stack("hello"));
+}
+
+#[test]
+fn an_artifact_written_around_the_filter_sets_no_secret_leak_false() {
+    let setup = Setup::new("t-leak");
+    // The hook bypasses the redactor on purpose: it writes the app secret straight
+    // into the run's artifact dir. The post-run scan must catch it.
+    setup.write_hook(
+        "hello",
+        "install_steps.sh",
+        r#"set -eu
+c=$(docker ps -q --filter "label=com.docker.swarm.service.name=${CCCI_STACK_NAME}_app" | head -n1)
+docker exec "$c" cat /run/secrets/admin_password > "$CCCI_RUN_DIR/leaked.txt"
+"#,
+    );
+    let out = setup.run(&["hello"]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let r = out.results();
+    assert_eq!(r["invariants"]["no_secret_leak"], false, "{}", out.describe());
+    let report = std::fs::read_to_string(out.run_dir().join("report.md")).unwrap();
+    assert!(report.contains("no secret leak ❌"), "{report}");
+    assert_nothing_left(&setup.stack("hello"));
+}
+
+/// Two real runner processes of the same recipe and PR (so the same app domain) at
+/// once. The second waits for the per-domain lock and neither disturbs the other.
+///
+/// Why this is the regression test of the older system's bug: there, the deploy
+/// counter and other state files were keyed by app domain in a shared /tmp, and the
+/// second run wrote its preamble state *before* blocking on the lock, resetting the
+/// first run's counter (a false count) and later deleting its files. Here all state
+/// is keyed by run id (`<runtime_dir>/runs/<run-id>/deploys`, handed to children as
+/// CCCI_DEPLOYS_FILE). Were it keyed by domain, the two runs would append to one file
+/// and each would count 6 deploys against its budget of 3 (or, with a truncating
+/// preamble, fewer): `deploys.count == 3` and `deploy_budget_ok` below would fail.
+#[test]
+fn same_domain_runs_queue_on_the_lock_and_keep_their_own_state() {
+    let setup = Setup::new("t-lock");
+    let first = setup.command(&["hello", "--pr", "7"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Let the first take the lock before the second starts.
+    std::thread::sleep(Duration::from_secs(3));
+    let second_started = Instant::now();
+    let second = setup.command(&["hello", "--pr", "7"]).output().unwrap();
+    let second_took = second_started.elapsed();
+    let first = RunOutput::from(first.wait_with_output().unwrap());
+    let second = RunOutput::from(second);
+    assert_eq!(first.code, Some(0), "{}", first.describe());
+    assert_eq!(second.code, Some(0), "{}", second.describe());
+    let (r1, r2) = (first.results(), second.results());
+    assert_ne!(r1["run_id"], r2["run_id"]);
+    assert_ne!(first.run_dir(), second.run_dir());
+    assert_eq!(r1["app_domain"], r2["app_domain"]);
+    for r in [&r1, &r2] {
+        assert_eq!(r["level"], 5, "{r}");
+        assert_eq!(r["deploys"], serde_json::json!({"count": 3, "budget": 3}), "{r}");
+        assert_eq!(r["invariants"]["deploy_budget_ok"], true);
+        assert_eq!(r["invariants"]["clean_teardown"], true);
+    }
+    // The second waited: it says so, and its ladder began after the first finished.
+    let log2 = std::fs::read_to_string(second.run_dir().join("run.log")).unwrap();
+    assert!(log2.contains(&format!("is locked by run {}", r1["run_id"].as_str().unwrap())), "{log2}");
+    let first_end: chrono::DateTime<chrono::Utc> = r1["finished_at"].as_str().unwrap().parse().unwrap();
+    let second_install: chrono::DateTime<chrono::Utc> = tier(&r2, "install")["started_at"].as_str().unwrap().parse().unwrap();
+    assert!(second_install >= first_end - chrono::Duration::seconds(2), "second began before the first ended");
+    assert!(second_took > Duration::from_secs(10));
+    // Neither run's files were touched by the other.
+    for out in [&first, &second] {
+        for f in ["results.json", "junit.xml", "badge.svg", "report.md", "run.log"] {
+            assert!(out.run_dir().join(f).is_file(), "{f}");
+        }
+    }
+    assert_nothing_left(&setup.stack("hello-pr7"));
+}
+
+#[test]
+fn sigterm_cancels_the_run_and_tears_down() {
+    let setup = Setup::new("t-cancel");
+    setup.write_hook("hello", "install_steps.sh", "echo hook started; sleep 300\n");
+    let child = setup.command(&["hello"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = child.id() as i32;
+    // Wait until the app is deployed and the hook runs.
+    let state = setup.dir.path().join("state/runs");
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_dir(&state)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| std::fs::read_to_string(e.path().join("run.log")).ok())
+            .unwrap_or_default();
+        if log.contains("hook started") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "the hook never started: {log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = RunOutput::from(child.wait_with_output().unwrap());
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let r = out.results();
+    let install = tier(&r, "install");
+    assert_eq!(install["status"], "failed");
+    assert_eq!(install["cause"], "cancelled", "{install}");
+    assert_eq!(r["cause"], "cancelled");
+    assert_eq!(tier(&r, "upgrade")["status"], "not_run");
+    assert_eq!(r["invariants"]["clean_teardown"], true);
+    // The hook's `sleep` died with its process group.
+    let sleepers = std::process::Command::new("pgrep").args(["-f", "sleep 300"]).output().unwrap();
+    assert!(sleepers.stdout.is_empty(), "the hook's children outlived the cancel");
+    assert_nothing_left(&setup.stack("hello"));
+}
+
+#[test]
+fn the_deadline_stops_the_run_with_cause_timeout() {
+    let setup = Setup::with_runner("t-deadline", "deadline_min = 1");
+    setup.write_hook("hello", "install_steps.sh", "echo waiting forever; sleep 600\n");
+    let started = Instant::now();
+    let out = setup.run(&["hello"]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    assert!(started.elapsed() < Duration::from_secs(150), "took {:?}", started.elapsed());
+    let r = out.results();
+    assert_eq!(tier(&r, "install")["cause"], "timeout", "{}", out.describe());
+    assert_eq!(r["invariants"]["clean_teardown"], true);
+    assert_nothing_left(&setup.stack("hello"));
+}
+
+// ---- bad input: a clear error naming the thing and the fix; nothing deployed ----
+
+fn assert_error(out: &RunOutput, needles: &[&str]) {
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    for n in needles {
+        assert!(out.stderr.contains(n), "stderr lacks {n:?}: {}", out.describe());
+    }
+}
+
+#[test]
+fn missing_recipe_is_named() {
+    let setup = Setup::new("t-bad1");
+    let out = setup.run(&["nosuchrecipe"]);
+    assert_error(&out, &["recipe \"nosuchrecipe\" not found", "recipes_dir"]);
+}
+
+#[test]
+fn recipe_names_with_path_tricks_are_refused() {
+    let setup = Setup::new("t-bad2");
+    for name in ["../hello", "a/b", ".."] {
+        let out = setup.run(&[name]);
+        assert_error(&out, &["is not valid", "no path separators"]);
+    }
+}
+
+#[test]
+fn unknown_ref_is_named_and_nothing_deployed() {
+    let setup = Setup::new("t-bad3");
+    let out = setup.run(&["hello", "--ref", "no-such-branch"]);
+    assert_error(&out, &["ref \"no-such-branch\" not found"]);
+    let results: Value = serde_json::from_str(
+        &std::fs::read_to_string(std::fs::read_dir(setup.dir.path().join("state/runs")).unwrap().next().unwrap().unwrap().path().join("results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(results["status"], "error");
+    assert!(results["error"].as_str().unwrap().contains("no-such-branch"));
+    assert_nothing_left(&setup.stack("hello"));
+}
+
+#[test]
+fn no_release_below_the_ref_names_the_fix() {
+    let setup = Setup::new("t-bad4");
+    let out = setup.run(&["hello", "--ref", "1.0.0+1.0"]);
+    assert_error(&out, &["no release tag below 1.0.0+1.0", "UPGRADE_BASE_VERSION"]);
+    assert_nothing_left(&setup.stack("hello"));
+}
+
+#[test]
+fn pinned_upgrade_base_must_be_a_tag() {
+    let setup = Setup::new("t-bad5");
+    std::fs::write(setup.ci_dir("hello").join("meta.toml"), "UPGRADE_BASE_VERSION = \"9.9.9+9\"\n").unwrap();
+    let out = setup.run(&["hello"]);
+    assert_error(&out, &["UPGRADE_BASE_VERSION \"9.9.9+9\" is not a tag", "meta.toml"]);
+}
+
+#[test]
+fn meta_typo_suggests_the_key() {
+    let setup = Setup::new("t-bad6");
+    std::fs::write(setup.ci_dir("hello").join("meta.toml"), "UPGRADE_BASE_VERSON = \"1.0.0+1.0\"\n").unwrap();
+    let out = setup.run(&["hello"]);
+    assert_error(&out, &["meta.toml", "UPGRADE_BASE_VERSON", "did you mean `UPGRADE_BASE_VERSION`?"]);
+}
+
+#[test]
+fn config_typo_suggests_the_key() {
+    let setup = Setup::new("t-bad7");
+    let text = std::fs::read_to_string(setup.config()).unwrap().replace("recipes_dir", "recipe_dir");
+    std::fs::write(setup.config(), text).unwrap();
+    let out = setup.run(&["hello"]);
+    assert_error(&out, &["cc-ci.toml", "did you mean `recipes_dir`?"]);
+}
+
+#[test]
+fn unwritable_output_dir_is_named() {
+    let setup = Setup::new("t-bad8");
+    let file = setup.dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let output = file.join("out");
+    let out = setup.run(&["hello", "--output", output.to_str().unwrap()]);
+    assert_error(&out, &["output dir", "--output"]);
+}
+
+#[test]
+fn docker_not_running_is_named() {
+    let setup = Setup::new("t-bad9");
+    let out = RunOutput::from(
+        setup
+            .command(&["hello"])
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .output()
+            .unwrap(),
+    );
+    assert_error(&out, &["docker is not available", "start it"]);
+}
+
+#[test]
+fn missing_abra_is_named() {
+    let setup = Setup::new("t-bad10");
+    let text = std::fs::read_to_string(setup.config()).unwrap().replace(abra_double().to_str().unwrap(), "/nonexistent/abra");
+    std::fs::write(setup.config(), text).unwrap();
+    let out = setup.run(&["hello"]);
+    assert_error(&out, &["abra binary /nonexistent/abra not found", "runner.abra"]);
+}
+
+#[test]
+fn exit_codes_are_pinned() {
+    assert_eq!(ccci::cli::EXIT_OK, 0);
+    assert_eq!(ccci::cli::EXIT_ERROR, 1);
+    let out = std::process::Command::new(BIN).args(["run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage errors are clap's 2");
+}
+
