@@ -159,6 +159,7 @@ impl<'a> Ladder<'a> {
             ));
             on_change(&tiers);
         }
+        on_change(&tiers);
         tiers
     }
 

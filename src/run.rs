@@ -217,7 +217,9 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
             let _ = results.write(&results_path);
         })
     }));
-    if climbed.is_err() {
+    if let Ok(tiers) = climbed {
+        results.tiers = tiers;
+    } else {
         exec.note("error: the runner panicked during the climb (harness bug); tearing down");
         for t in results.tiers.iter_mut() {
             if matches!(t.status, crate::results::TierStatus::Running | crate::results::TierStatus::Pending) {
@@ -235,15 +237,19 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     if let Err(e) = ladder.remove_app() {
         exec.note(&format!("abra teardown failed: {e}"));
     }
-    let leaks = swarm::leaks(&exec, &ladder.stack).unwrap_or_else(|e| vec![format!("leak check failed: {e}")]);
-    results.invariants.clean_teardown = leaks.is_empty();
-    if !leaks.is_empty() {
-        exec.note(&format!("teardown left {}: removing directly", leaks.join(", ")));
-        let left = swarm::force_clean(&exec, &ladder.stack).unwrap_or_default();
+    // What abra's teardown missed is removed directly (and recorded); the final leak
+    // check after that decides clean_teardown.
+    let missed = swarm::leaks(&exec, &ladder.stack).unwrap_or_else(|e| vec![format!("leak check failed: {e}")]);
+    let mut left = Vec::new();
+    if !missed.is_empty() {
+        exec.note(&format!("abra's teardown left {}: removing directly", missed.join(", ")));
+        left = swarm::force_clean(&exec, &ladder.stack).unwrap_or_else(|e| vec![format!("leak check failed: {e}")]);
         if !left.is_empty() {
-            exec.note(&format!("still left after forced cleanup: {}", left.join(", ")));
+            exec.note(&format!("still left after direct removal: {}", left.join(", ")));
         }
     }
+    results.invariants.clean_teardown = left.is_empty();
+    let leaks = missed;
     results.leaks = leaks;
 
     let timing = exec.timing();
