@@ -26,7 +26,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Recipe: a name (resolved in runner.recipes_dir) or a path to its git repository.
-    #[arg(required_unless_present = "request")]
+    #[arg(required_unless_present_any = ["request", "instance"])]
     pub recipe: Option<String>,
     /// Git ref to test (branch, tag or commit); default: the repository's HEAD.
     #[arg(long = "ref", value_name = "REF")]
@@ -41,8 +41,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub output: Option<PathBuf>,
     /// A run request written by the poller (replaces RECIPE, --ref and --pr).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["recipe", "git_ref", "pr"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["recipe", "git_ref", "pr", "instance"])]
     pub request: Option<PathBuf>,
+    /// A systemd instance name (`cc-ci-runner@NAME`): the run request
+    /// `<state.dir>/requests/NAME.json` if it exists, else the recipe NAME.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["recipe", "git_ref", "pr"])]
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Args)]

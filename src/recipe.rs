@@ -145,10 +145,10 @@ impl Checkout {
             recipe: recipe.to_string(),
             dir: dir.to_owned(),
         };
-        if let Some(r) = fetch_ref {
-            if r.starts_with("refs/") {
-                git(dir, &["fetch", "-q", "origin", &format!("+{r}:{r}")])?;
-            }
+        // A PR head (`refs/pull/7/head`) is not among the cloned branches: fetch it
+        // into a private ref so its commits are present.
+        if let Some(r) = fetch_ref.filter(|r| r.starts_with("refs/")) {
+            git(dir, &["fetch", "-q", "origin", &format!("+{r}:refs/ccci/fetched")])?;
         }
         Ok(checkout)
     }

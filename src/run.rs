@@ -37,7 +37,12 @@ struct Target {
 }
 
 fn target(args: &RunArgs, config: &Config) -> anyhow::Result<Target> {
-    if let Some(path) = &args.request {
+    let instance_request = args
+        .instance
+        .as_ref()
+        .map(|name| config.state.dir.join("requests").join(format!("{name}.json")))
+        .filter(|p| p.is_file());
+    if let Some(path) = args.request.as_ref().or(instance_request.as_ref()) {
         let req = RunRequest::load(path)?;
         recipe::validate_name(&req.recipe)?;
         return Ok(Target {
@@ -49,7 +54,11 @@ fn target(args: &RunArgs, config: &Config) -> anyhow::Result<Target> {
             pr: req.pr,
         });
     }
-    let arg = args.recipe.as_deref().expect("clap requires RECIPE without --request");
+    let arg = args
+        .recipe
+        .as_deref()
+        .or(args.instance.as_deref())
+        .expect("clap requires RECIPE without --request or --instance");
     let (recipe, path) = recipe::resolve(arg, &config.runner.recipes_dir)?;
     Ok(Target {
         run_id: runid::new_run_id(Utc::now()),

@@ -397,3 +397,45 @@ fn exit_codes_are_pinned() {
     assert_eq!(out.status.code(), Some(2), "usage errors are clap's 2");
 }
 
+
+/// The poller's path: a run request names the commit commented on; the runner tests
+/// exactly that commit even if the PR head moved since (a peer CI complaint: "the
+/// commit built is the head at processing time").
+#[test]
+fn a_run_request_tests_the_commented_commit() {
+    let setup = Setup::new("t-request");
+    let repo = recipe_copy("hello", setup.dir.path());
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git").arg("-C").arg(&repo).args(args).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let commented = git(&["rev-parse", "HEAD"]);
+    git(&["update-ref", "refs/pull/3/head", &commented]);
+    // The PR head moves on after the comment, to a commit that would not deploy.
+    std::fs::write(repo.join("compose.yml"), "this: is: not: compose\n").unwrap();
+    commit_all(&repo, "later push");
+    let later = git(&["rev-parse", "HEAD"]);
+    git(&["update-ref", "refs/pull/3/head", &later]);
+
+    let run_id = "20261125T000000Z-abc123";
+    let requests = setup.dir.path().join("state/requests");
+    std::fs::create_dir_all(&requests).unwrap();
+    let request = serde_json::json!({
+        "run_id": run_id, "repo": "recipe-maintainers/hello", "recipe": "hello", "pr": 3,
+        "sha": commented, "ref": "refs/pull/3/head", "clone_url": repo.to_str().unwrap(),
+        "comment_id": 42, "requested_by": "maintainer", "requested_at": "2026-11-25T00:00:00Z"
+    });
+    std::fs::write(requests.join(format!("{run_id}.json")), request.to_string()).unwrap();
+    // As the unit does it: the instance name is the run id.
+    let out = setup.run(&["--instance", run_id]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let r = out.results();
+    assert_eq!(r["run_id"], run_id);
+    assert_eq!(r["sha"], commented.as_str());
+    assert_eq!(r["pr"], 3);
+    assert_eq!(r["app_domain"], "hello-pr3.t-request.localhost");
+    assert_eq!(r["level"], 5, "{}", out.describe());
+    assert_eq!(out.run_dir(), setup.dir.path().join("state/runs").join(run_id).canonicalize().unwrap());
+    assert_nothing_left(&setup.stack("hello-pr3"));
+}
