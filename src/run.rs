@@ -346,14 +346,20 @@ fn prepare(
     results.sha = sha;
     results.upgrade_base = Some(base);
     results.write(results_path).context("writing results.json")?;
-    let leftovers = swarm::leaks(exec, &swarm::stack_name(domain))?;
-    if !leftovers.is_empty() {
-        bail!(
-            "{domain} already has {} on the swarm although no run holds its lock; \
-             remove them (`docker stack rm {}`, then its volumes and secrets) or run the janitor",
-            leftovers.join(", "),
-            swarm::stack_name(domain)
-        );
+    // Holding the lock proves no live run owns this app: anything of its stack on the
+    // swarm is an orphan of a run that died without tearing down (kill -9, reboot).
+    let stack = swarm::stack_name(domain);
+    let orphans = swarm::leaks(exec, &stack)?;
+    if !orphans.is_empty() {
+        exec.note(&format!("reaping what a dead run of {domain} left: {}", orphans.join(", ")));
+        let left = swarm::force_clean(exec, &stack)?;
+        if !left.is_empty() {
+            bail!(
+                "{domain} still has {} on the swarm and it cannot be removed; remove it by hand \
+                 (docs/runbook.md, \"Orphans\") and run again",
+                left.join(", ")
+            );
+        }
     }
     Ok((lock, checkout, abra_bin))
 }

@@ -439,3 +439,49 @@ fn a_run_request_tests_the_commented_commit() {
     assert_eq!(out.run_dir(), setup.dir.path().join("state/runs").join(run_id).canonicalize().unwrap());
     assert_nothing_left(&setup.stack("hello-pr3"));
 }
+
+#[test]
+fn inactive_swarm_is_named_with_the_fix() {
+    let setup = Setup::new("t-bad11");
+    // A one-line shim answers `docker info` as an engine outside a swarm would; leaving
+    // the real swarm here would break the swarm tests running beside this one.
+    let shim = setup.dir.path().join("shim");
+    std::fs::create_dir_all(&shim).unwrap();
+    std::fs::write(shim.join("docker"), "#!/bin/sh\necho inactive\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(shim.join("docker"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", shim.display(), std::env::var("PATH").unwrap());
+    let out = RunOutput::from(setup.command(&["hello"]).env("PATH", path).output().unwrap());
+    assert_error(&out, &["not in an active swarm", "docker swarm init"]);
+}
+
+/// A runner killed with SIGKILL mid-run cannot tear down. Its children die with it
+/// (PDEATHSIG) and the next run of the same app, once it holds the lock (which proves
+/// the dead run is gone), reaps the orphaned stack before deploying.
+#[test]
+fn after_kill_9_the_next_run_reaps_the_orphans() {
+    let setup = Setup::new("t-kill9");
+    setup.write_hook("hello", "install_steps.sh", "echo hook started; sleep 300\n");
+    let mut child = setup.command(&["hello"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let stack = setup.stack("hello");
+    let start = Instant::now();
+    while leftovers(&stack).iter().all(|l| !l.starts_with("service")) {
+        assert!(start.elapsed() < Duration::from_secs(120), "the app never deployed");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let sleepers = std::process::Command::new("pgrep").args(["-f", "sleep 300"]).output().unwrap();
+    assert!(sleepers.stdout.is_empty(), "children outlived the runner (PDEATHSIG)");
+    assert!(!leftovers(&stack).is_empty(), "a SIGKILLed runner cannot have torn down");
+
+    std::fs::remove_file(setup.ci_dir("hello").join("install_steps.sh")).unwrap();
+    let out = setup.run(&["hello"]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let log = std::fs::read_to_string(out.run_dir().join("run.log")).unwrap();
+    assert!(log.contains("reaping what a dead run of hello.t-kill9.localhost left"), "{log}");
+    assert_eq!(out.results()["level"], 5, "{}", out.describe());
+    assert_nothing_left(&stack);
+}
