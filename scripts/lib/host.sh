@@ -11,22 +11,16 @@ ccci_need_root() {
 
 # apt packages the runner, the example recipes and the tests need.
 ccci_install_packages() {
-  local missing=()
-  command -v dockerd >/dev/null || missing+=(docker.io)
-  [ -x /bin/busybox ] && /bin/busybox --help 2>&1 | head -1 | grep -q . && file_is_static /bin/busybox || missing+=(busybox-static)
-  command -v git >/dev/null || missing+=(git)
-  command -v cc >/dev/null || missing+=(gcc libc6-dev)
-  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  local missing=() pkg
+  # busybox-static: example images are FROM scratch with a static busybox.
+  for pkg in docker.io busybox-static git gcc libc6-dev; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  done
   if [ ${#missing[@]} -gt 0 ]; then
     ccci_log "installing ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
-}
-
-file_is_static() {
-  # busybox from the busybox package is dynamic; images FROM scratch need the static one.
-  ! grep -q 'ld-linux' "$1" 2>/dev/null
 }
 
 # cargo: the machine's rustup toolchain, or Debian's.
