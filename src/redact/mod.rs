@@ -7,6 +7,13 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+#[doc(hidden)]
+pub mod fuzz;
+pub mod patterns;
+#[cfg(test)]
+mod proofs;
+pub mod stream;
+
 pub const MASK: &[u8] = b"[MASKED]";
 pub const DEFAULT_MIN_LEN: usize = 8;
 
@@ -18,75 +25,109 @@ pub enum Error {
     ReadFile(PathBuf, #[source] io::Error),
 }
 
-/// The set of secret values to mask, compiled for search.
+/// The set of secret values to mask, compiled for search. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Masker {
+    compiled: Arc<Compiled>,
+}
+
+#[derive(Debug)]
+struct Compiled {
     patterns: Vec<Vec<u8>>,
+    automaton: Option<stream::Automaton>,
 }
 
 impl Masker {
     /// Build from raw secret values; values shorter than `min_len` are not masked.
+    /// Derives each value's lines and encodings itself (see [`patterns`]).
     pub fn new<I, S>(secrets: I, min_len: usize) -> Masker
     where
         I: IntoIterator<Item = S>,
         S: AsRef<[u8]>,
     {
-        let mut patterns: Vec<Vec<u8>> = secrets
-            .into_iter()
-            .map(|s| s.as_ref().to_vec())
-            .filter(|s| s.len() >= min_len)
-            .collect();
-        patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        Masker::from_patterns(patterns::derive(secrets, min_len))
+    }
+
+    /// Build from exact byte patterns, with no derivation (tests, fuzzing).
+    pub fn from_patterns(mut patterns: Vec<Vec<u8>>) -> Masker {
+        patterns.retain(|p| !p.is_empty());
+        patterns.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         patterns.dedup();
-        Masker { patterns }
+        let automaton = stream::Automaton::new(&patterns);
+        Masker {
+            compiled: Arc::new(Compiled {
+                patterns,
+                automaton,
+            }),
+        }
+    }
+
+    /// Every byte string that is masked (values, lines, encodings).
+    pub fn patterns(&self) -> &[Vec<u8>] {
+        &self.compiled.patterns
+    }
+
+    /// Length of the longest pattern: the writer holds back at most one less.
+    pub fn max_pattern_len(&self) -> usize {
+        self.compiled
+            .automaton
+            .as_ref()
+            .map_or(0, |a| a.max_pattern_len())
     }
 
     /// Mask a whole buffer at once.
     pub fn mask_all(&self, input: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(input.len());
-        let mut i = 0;
-        'outer: while i < input.len() {
-            for p in &self.patterns {
-                if input[i..].starts_with(p) {
-                    out.extend_from_slice(MASK);
-                    i += p.len();
-                    continue 'outer;
-                }
-            }
-            out.push(input[i]);
-            i += 1;
+        let ac = self.compiled.automaton.as_ref();
+        let mut s = stream::Stream::new(ac);
+        let mut result = Vec::with_capacity(input.len());
+        let mut out = Vec::new();
+        for piece in input.chunks(stream::PIECE) {
+            result.extend_from_slice(s.feed(ac, piece, &mut out));
         }
-        out
+        result.extend_from_slice(s.finish(&mut out));
+        result
     }
 
-    /// Whether `haystack` contains any secret value.
+    /// Whether `haystack` contains any secret value or any derived variant.
     pub fn contains_secret(&self, haystack: &[u8]) -> bool {
-        self.patterns
-            .iter()
-            .any(|p| haystack.windows(p.len()).any(|w| w == p.as_slice()))
+        self.compiled
+            .automaton
+            .as_ref()
+            .is_some_and(|a| a.is_match(haystack))
     }
 
     /// A writer that masks what passes through it into `inner`.
     pub fn writer<W: Write>(self: &Arc<Self>, inner: W) -> MaskingWriter<W> {
+        let masker = Masker::clone(self);
+        let stream = stream::Stream::new(masker.compiled.automaton.as_ref());
         MaskingWriter {
-            masker: Arc::clone(self),
+            masker,
             inner,
-            pending: Vec::new(),
+            stream,
+            out: Vec::new(),
         }
     }
 }
 
-/// Streaming masking writer. Call [`MaskingWriter::finish`] at end of stream to
-/// release held-back bytes.
+/// Streaming masking writer: bytes that cannot begin a secret go to `inner` on every
+/// `write`; at most (longest pattern − 1) raw bytes are held back. `flush` flushes
+/// `inner` only; call [`MaskingWriter::finish`] at end of stream to release the tail.
 pub struct MaskingWriter<W: Write> {
-    masker: Arc<Masker>,
+    masker: Masker,
     inner: W,
-    pending: Vec<u8>,
+    stream: stream::Stream,
+    out: Vec<u8>,
 }
 
 impl<W: Write> Write for MaskingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.pending.extend_from_slice(buf);
+        let ac = self.masker.compiled.automaton.as_ref();
+        for piece in buf.chunks(stream::PIECE) {
+            let ready = self.stream.feed(ac, piece, &mut self.out);
+            if !ready.is_empty() {
+                self.inner.write_all(ready)?;
+            }
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -95,9 +136,20 @@ impl<W: Write> Write for MaskingWriter<W> {
 }
 
 impl<W: Write> MaskingWriter<W> {
+    /// Raw input bytes currently held back (they could still become a secret).
+    pub fn held_back(&self) -> usize {
+        self.stream.held()
+    }
+
+    /// The writer this one writes into.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    /// End of stream: release the held-back tail, flush, return `inner`.
     pub fn finish(mut self) -> io::Result<W> {
-        let out = self.masker.mask_all(&self.pending);
-        self.inner.write_all(&out)?;
+        let ready = self.stream.finish(&mut self.out);
+        self.inner.write_all(ready)?;
         self.inner.flush()?;
         Ok(self.inner)
     }
@@ -136,9 +188,12 @@ fn collect(dir: &Path, out: &mut Vec<Vec<u8>>) -> Result<(), Error> {
 pub fn main(args: crate::cli::RedactArgs) -> anyhow::Result<i32> {
     let secrets = load_secret_dirs(&args.secrets_dirs)?;
     let masker = Arc::new(Masker::new(secrets, args.min_len));
-    anyhow::ensure!(args.command.is_empty(), "redact -- CMD is not implemented yet");
+    anyhow::ensure!(
+        args.command.is_empty(),
+        "redact -- CMD is not implemented yet"
+    );
     let mut w = masker.writer(io::stdout().lock());
     io::copy(&mut io::stdin().lock(), &mut w)?;
-    w.finish()?;
+    let _ = w.finish()?;
     Ok(0)
 }
