@@ -61,11 +61,7 @@ pub fn check_chunked(patterns: &[Vec<u8>], input: &[u8], seed: u8) {
         .min(input.len() - i);
         w.write_all(&input[i..i + n]).unwrap();
         i += n;
-        assert!(
-            w.held_back() <= limit,
-            "held back {} > {limit}",
-            w.held_back()
-        );
+        assert!(w.held_back() <= limit, "held back {} > {limit}", w.held_back());
         assert!(
             expected.starts_with(w.get_ref()),
             "released output is not a prefix of the expected output"

@@ -4,14 +4,16 @@
 //! `finish`). The redactor issue replaces the internals; the interface below is what
 //! the runner relies on.
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
+mod filter;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod patterns;
 #[cfg(test)]
 mod proofs;
+mod secrets;
 pub mod stream;
 
 pub const MASK: &[u8] = b"[MASKED]";
@@ -23,6 +25,16 @@ pub enum Error {
     ReadDir(PathBuf, #[source] io::Error),
     #[error("cannot read secret file {0}: {1}")]
     ReadFile(PathBuf, #[source] io::Error),
+    #[error("cannot run {0}: {1}")]
+    Spawn(String, #[source] io::Error),
+    #[error("cannot wait for {0}: {1}")]
+    Wait(String, #[source] io::Error),
+    #[error("cannot install the signal forwarder: {0}")]
+    Signals(#[source] io::Error),
+    #[error("cannot read input: {0}")]
+    Read(#[source] io::Error),
+    #[error("cannot write output: {0}")]
+    Write(#[source] io::Error),
 }
 
 /// The set of secret values to mask, compiled for search. Cheap to clone.
@@ -55,10 +67,7 @@ impl Masker {
         patterns.dedup();
         let automaton = stream::Automaton::new(&patterns);
         Masker {
-            compiled: Arc::new(Compiled {
-                patterns,
-                automaton,
-            }),
+            compiled: Arc::new(Compiled { patterns, automaton }),
         }
     }
 
@@ -69,10 +78,7 @@ impl Masker {
 
     /// Length of the longest pattern: the writer holds back at most one less.
     pub fn max_pattern_len(&self) -> usize {
-        self.compiled
-            .automaton
-            .as_ref()
-            .map_or(0, |a| a.max_pattern_len())
+        self.compiled.automaton.as_ref().map_or(0, |a| a.max_pattern_len())
     }
 
     /// Mask a whole buffer at once.
@@ -90,10 +96,7 @@ impl Masker {
 
     /// Whether `haystack` contains any secret value or any derived variant.
     pub fn contains_secret(&self, haystack: &[u8]) -> bool {
-        self.compiled
-            .automaton
-            .as_ref()
-            .is_some_and(|a| a.is_match(haystack))
+        self.compiled.automaton.as_ref().is_some_and(|a| a.is_match(haystack))
     }
 
     /// A writer that masks what passes through it into `inner`.
@@ -155,45 +158,5 @@ impl<W: Write> MaskingWriter<W> {
     }
 }
 
-/// Every regular file under `dirs` (recursively) is a secret: its content with one
-/// trailing newline trimmed. An unreadable file or dir is an error naming it.
-pub fn load_secret_dirs(dirs: &[PathBuf]) -> Result<Vec<Vec<u8>>, Error> {
-    let mut out = Vec::new();
-    for dir in dirs {
-        collect(dir, &mut out)?;
-    }
-    Ok(out)
-}
-
-fn collect(dir: &Path, out: &mut Vec<Vec<u8>>) -> Result<(), Error> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::ReadDir(dir.to_owned(), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::ReadDir(dir.to_owned(), e))?;
-        let path = entry.path();
-        let meta = std::fs::metadata(&path).map_err(|e| Error::ReadFile(path.clone(), e))?;
-        if meta.is_dir() {
-            collect(&path, out)?;
-        } else if meta.is_file() {
-            let mut value = std::fs::read(&path).map_err(|e| Error::ReadFile(path.clone(), e))?;
-            if value.last() == Some(&b'\n') {
-                value.pop();
-            }
-            out.push(value);
-        }
-    }
-    Ok(())
-}
-
-/// `cc-ci redact`: filter stdin (or a command's output) to stdout.
-pub fn main(args: crate::cli::RedactArgs) -> anyhow::Result<i32> {
-    let secrets = load_secret_dirs(&args.secrets_dirs)?;
-    let masker = Arc::new(Masker::new(secrets, args.min_len));
-    anyhow::ensure!(
-        args.command.is_empty(),
-        "redact -- CMD is not implemented yet"
-    );
-    let mut w = masker.writer(io::stdout().lock());
-    io::copy(&mut io::stdin().lock(), &mut w)?;
-    let _ = w.finish()?;
-    Ok(0)
-}
+pub use filter::main;
+pub use secrets::load_secret_dirs;

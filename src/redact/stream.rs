@@ -50,9 +50,7 @@ impl Automaton {
             .prefilter(false)
             .build(patterns)
             .expect("a DFA over secret patterns builds");
-        let start = dfa
-            .start_state(Anchored::No)
-            .expect("unanchored start state");
+        let start = dfa.start_state(Anchored::No).expect("unanchored start state");
         // Breadth-first from the start state: the first time a state is reached its
         // distance is its depth, because a state is reachable only by strings ending in
         // the string it represents, and that string itself leads to it.
@@ -95,13 +93,7 @@ impl Automaton {
     /// Walk `hay` from state `sid`; record each match as a covered interval
     /// (absolute offsets, `base` is `hay[0]`'s offset). Returns the final state.
     #[inline]
-    fn scan(
-        &self,
-        mut sid: StateID,
-        hay: &[u8],
-        base: u64,
-        covered: &mut Vec<(u64, u64)>,
-    ) -> StateID {
+    fn scan(&self, mut sid: StateID, hay: &[u8], base: u64, covered: &mut Vec<(u64, u64)>) -> StateID {
         for (i, &b) in hay.iter().enumerate() {
             sid = self.dfa.next_state(Anchored::No, sid, b);
             if self.dfa.is_special(sid) && self.dfa.is_match(sid) {
@@ -187,24 +179,14 @@ impl Stream {
 
     /// Feed `chunk` (at most [`PIECE`] bytes is best); returns what may be released now,
     /// either a slice of `chunk` or of `out`.
-    pub fn feed<'a>(
-        &mut self,
-        ac: Option<&Automaton>,
-        chunk: &'a [u8],
-        out: &'a mut Vec<u8>,
-    ) -> &'a [u8] {
+    pub fn feed<'a>(&mut self, ac: Option<&Automaton>, chunk: &'a [u8], out: &'a mut Vec<u8>) -> &'a [u8] {
         let Some(ac) = ac else {
             self.pos += chunk.len() as u64;
             self.emitted = self.pos;
             return chunk;
         };
         let base = self.pos;
-        let sid = ac.scan(
-            self.sid.expect("state with automaton"),
-            chunk,
-            base,
-            &mut self.covered,
-        );
+        let sid = ac.scan(self.sid.expect("state with automaton"), chunk, base, &mut self.covered);
         self.sid = Some(sid);
         self.pos += chunk.len() as u64;
         let frontier = self.pos - ac.depth(sid);
@@ -220,13 +202,7 @@ impl Stream {
 
     /// Release output for input `[emitted, frontier)`. `chunk` holds input from
     /// `chunk_start`; `tail` holds `[emitted, chunk_start)`.
-    fn release<'a>(
-        &mut self,
-        frontier: u64,
-        chunk: &'a [u8],
-        chunk_start: u64,
-        out: &'a mut Vec<u8>,
-    ) -> &'a [u8] {
+    fn release<'a>(&mut self, frontier: u64, chunk: &'a [u8], chunk_start: u64, out: &'a mut Vec<u8>) -> &'a [u8] {
         let tail_start = self.emitted;
         debug_assert_eq!(tail_start + self.tail.len() as u64, chunk_start);
         out.clear();
@@ -244,15 +220,11 @@ impl Stream {
         let push = |out: &mut Vec<u8>, a: u64, b: u64| {
             if a < chunk_start {
                 let t_end = b.min(chunk_start);
-                out.extend_from_slice(
-                    &tail[(a - tail_start) as usize..(t_end - tail_start) as usize],
-                );
+                out.extend_from_slice(&tail[(a - tail_start) as usize..(t_end - tail_start) as usize]);
             }
             if b > chunk_start {
                 let c_start = a.max(chunk_start);
-                out.extend_from_slice(
-                    &chunk[(c_start - chunk_start) as usize..(b - chunk_start) as usize],
-                );
+                out.extend_from_slice(&chunk[(c_start - chunk_start) as usize..(b - chunk_start) as usize]);
             }
         };
         let mut e = self.emitted;
@@ -302,9 +274,7 @@ pub fn reference(patterns: &[Vec<u8>], input: &[u8]) -> Vec<u8> {
     for p in patterns.iter().filter(|p| !p.is_empty()) {
         for start in 0..input.len() {
             if input[start..].starts_with(p) {
-                marked[start..start + p.len()]
-                    .iter_mut()
-                    .for_each(|m| *m = true);
+                marked[start..start + p.len()].iter_mut().for_each(|m| *m = true);
             }
         }
     }
