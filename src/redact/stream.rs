@@ -12,6 +12,31 @@
 //! future match can start, `p + 1 - d`. Everything before that frontier is final and is
 //! released at once; at most `d ≤ longest pattern − 1` raw bytes are held back.
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// State ids are small distinct integers: a multiplicative hash is plenty, and SipHash
+/// made building the tables for a few hundred secrets take tens of milliseconds.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<StateID, V, BuildHasherDefault<IdHasher>>;
 
 use aho_corasick::automaton::{Automaton as _, StateID};
 use aho_corasick::dfa::DFA;
@@ -29,10 +54,71 @@ pub struct Automaton {
     dfa: DFA,
     start: StateID,
     /// Depth (length of the represented string) of every reachable state.
-    depth: HashMap<StateID, u32>,
+    depth: IdMap<u32>,
     /// For each match state: the longest pattern ending there.
-    match_len: HashMap<StateID, u32>,
+    match_len: IdMap<u32>,
+    /// `next_state(start, b)`: a state equal to it has depth ≤ 1, where the DFA may
+    /// hand back to the prefilter.
+    start_next: [StateID; 256],
     max_pattern_len: usize,
+    /// Skips stretches where no pattern can start; `None` if a pattern is too short.
+    prefilter: Option<Prefilter>,
+}
+
+/// A q-gram filter in the spirit of Wu–Manber: every pattern is at least `stride + 3`
+/// bytes long, so whichever of `stride` consecutive positions a pattern starts at, the
+/// 4 bytes at the next multiple of `stride` are one of the pattern's 4-grams at offsets
+/// `0..stride`. Looking up one 4-gram per `stride` bytes in a bitmap of those grams
+/// proves "no pattern starts here" for most of a log, without the DFA's dependent
+/// per-byte loads.
+#[derive(Debug, Clone)]
+struct Prefilter {
+    bits: Box<[u64]>,
+    stride: usize,
+}
+
+const GRAM_BITS: u32 = 17;
+
+impl Prefilter {
+    fn new(patterns: &[Vec<u8>]) -> Option<Prefilter> {
+        let min = patterns.iter().map(Vec::len).min()?;
+        if min < 4 {
+            return None;
+        }
+        let stride = (min - 3).min(4);
+        let mut bits = vec![0u64; 1 << (GRAM_BITS - 6)].into_boxed_slice();
+        for p in patterns {
+            for off in 0..stride {
+                let h = Self::hash(u32::from_le_bytes(p[off..off + 4].try_into().expect("4 bytes")));
+                bits[h >> 6] |= 1 << (h & 63);
+            }
+        }
+        Some(Prefilter { bits, stride })
+    }
+
+    #[inline(always)]
+    fn hash(gram: u32) -> usize {
+        (gram.wrapping_mul(0x9E37_79B1) >> (32 - GRAM_BITS)) as usize
+    }
+
+    /// From `from` (where the automaton is in its start state), the first position a
+    /// pattern may start at, or the first position the filter could not check.
+    #[inline(always)]
+    fn skip(&self, hay: &[u8], from: usize) -> usize {
+        let k = self.stride;
+        let mut j = from;
+        let bits: &[u64; 1 << (GRAM_BITS - 6)] = (&*self.bits).try_into().expect("bitmap size");
+        while j + 4 <= hay.len() {
+            let gram = u32::from_le_bytes(hay[j..j + 4].try_into().expect("4 bytes"));
+            let h = Self::hash(gram);
+            if bits[h >> 6] & (1 << (h & 63)) != 0 {
+                break;
+            }
+            j += k;
+        }
+        // Positions up to `j - k` are proven clear (those before `from` don't matter).
+        (j + 1).saturating_sub(k).max(from)
+    }
 }
 
 impl Automaton {
@@ -54,8 +140,13 @@ impl Automaton {
         // Breadth-first from the start state: the first time a state is reached its
         // distance is its depth, because a state is reachable only by strings ending in
         // the string it represents, and that string itself leads to it.
-        let mut depth = HashMap::new();
-        let mut match_len = HashMap::new();
+        let mut depth = IdMap::default();
+        let mut match_len = IdMap::default();
+        // Bytes that occur in no pattern all lead to the same place: visit one of them.
+        let mut seen = [false; 256];
+        patterns.iter().flatten().for_each(|&b| seen[b as usize] = true);
+        let mut bytes: Vec<u8> = (0..=255u8).filter(|&b| seen[b as usize]).collect();
+        bytes.extend((0..=255u8).find(|&b| !seen[b as usize]));
         let mut queue = std::collections::VecDeque::new();
         depth.insert(start, 0u32);
         queue.push_back(start);
@@ -68,7 +159,7 @@ impl Automaton {
                     .unwrap_or(0);
                 match_len.insert(sid, longest as u32);
             }
-            for b in 0..=255u8 {
+            for &b in &bytes {
                 let next = dfa.next_state(Anchored::No, sid, b);
                 if let std::collections::hash_map::Entry::Vacant(e) = depth.entry(next) {
                     e.insert(d + 1);
@@ -78,11 +169,13 @@ impl Automaton {
         }
         let max_pattern_len = patterns.iter().map(Vec::len).max().unwrap_or(0);
         Some(Automaton {
-            dfa,
             start,
             depth,
             match_len,
             max_pattern_len,
+            prefilter: Prefilter::new(patterns),
+            start_next: std::array::from_fn(|b| dfa.next_state(Anchored::No, start, b as u8)),
+            dfa,
         })
     }
 
@@ -94,15 +187,49 @@ impl Automaton {
     /// (absolute offsets, `base` is `hay[0]`'s offset). Returns the final state.
     #[inline]
     fn scan(&self, mut sid: StateID, hay: &[u8], base: u64, covered: &mut Vec<(u64, u64)>) -> StateID {
-        for (i, &b) in hay.iter().enumerate() {
+        let Some(pf) = &self.prefilter else {
+            for (i, &b) in hay.iter().enumerate() {
+                sid = self.dfa.next_state(Anchored::No, sid, b);
+                if self.dfa.is_special(sid) && self.dfa.is_match(sid) {
+                    self.record(sid, base + i as u64 + 1, covered);
+                }
+            }
+            return sid;
+        };
+        // The DFA state at position `i` tracks every pattern that may have started at
+        // or after the last restart; the prefilter proves that none starts at the
+        // positions it skips. So whenever the live partial match is at most the byte
+        // just read (depth ≤ 1), restarting from the start state at that byte, after
+        // skipping, is exact. `floor` (the last skip's landing) forbids restarting at
+        // the same position twice, so every restart makes progress.
+        let mut i = 0;
+        let mut skip = sid == self.start;
+        let mut floor = 0;
+        loop {
+            if skip {
+                i = pf.skip(hay, i);
+                floor = i;
+            }
+            let Some(&b) = hay.get(i) else { break };
             sid = self.dfa.next_state(Anchored::No, sid, b);
             if self.dfa.is_special(sid) && self.dfa.is_match(sid) {
-                let end = base + i as u64 + 1;
-                let len = u64::from(self.match_len[&sid]);
-                cover(covered, end - len, end);
+                self.record(sid, base + i as u64 + 1, covered);
             }
+            if sid == self.start_next[b as usize] && i > floor {
+                // Depth ≤ 1 (no match state: patterns here are ≥ 4 bytes). Re-read `b`.
+                sid = self.start;
+                skip = true;
+                continue;
+            }
+            skip = false;
+            i += 1;
         }
         sid
+    }
+
+    #[cold]
+    fn record(&self, sid: StateID, end: u64, covered: &mut Vec<(u64, u64)>) {
+        cover(covered, end - u64::from(self.match_len[&sid]), end);
     }
 
     /// Whether `hay` contains any pattern.
