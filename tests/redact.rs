@@ -31,7 +31,8 @@ fn filter(dir: &Path, input: &[u8]) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
+    // The filter may exit (on a secrets error) before reading: a broken pipe is fine.
+    let _ = child.stdin.take().unwrap().write_all(input);
     child.wait_with_output().unwrap()
 }
 
