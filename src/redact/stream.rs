@@ -323,8 +323,7 @@ impl Stream {
     /// End of stream: release everything.
     pub fn finish<'a>(&mut self, out: &'a mut Vec<u8>) -> &'a [u8] {
         let pos = self.pos;
-        let r = self.release(pos, &[], pos, out);
-        r
+        self.release(pos, &[], pos, out)
     }
 
     /// Release output for input `[emitted, frontier)`. `chunk` holds input from
