@@ -4,8 +4,17 @@
 //! `finish`). The redactor issue replaces the internals; the interface below is what
 //! the runner relies on.
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
+
+mod filter;
+#[doc(hidden)]
+pub mod fuzz;
+pub mod patterns;
+#[cfg(test)]
+mod proofs;
+mod secrets;
+pub mod stream;
 
 pub const MASK: &[u8] = b"[MASKED]";
 pub const DEFAULT_MIN_LEN: usize = 8;
@@ -16,77 +25,112 @@ pub enum Error {
     ReadDir(PathBuf, #[source] io::Error),
     #[error("cannot read secret file {0}: {1}")]
     ReadFile(PathBuf, #[source] io::Error),
+    #[error("cannot run {0}: {1}")]
+    Spawn(String, #[source] io::Error),
+    #[error("cannot wait for {0}: {1}")]
+    Wait(String, #[source] io::Error),
+    #[error("cannot install the signal forwarder: {0}")]
+    Signals(#[source] io::Error),
+    #[error("cannot read input: {0}")]
+    Read(#[source] io::Error),
+    #[error("cannot write output: {0}")]
+    Write(#[source] io::Error),
 }
 
-/// The set of secret values to mask, compiled for search.
+/// The set of secret values to mask, compiled for search. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Masker {
+    compiled: Arc<Compiled>,
+}
+
+#[derive(Debug)]
+struct Compiled {
     patterns: Vec<Vec<u8>>,
+    automaton: Option<stream::Automaton>,
 }
 
 impl Masker {
     /// Build from raw secret values; values shorter than `min_len` are not masked.
+    /// Derives each value's lines and encodings itself (see [`patterns`]).
     pub fn new<I, S>(secrets: I, min_len: usize) -> Masker
     where
         I: IntoIterator<Item = S>,
         S: AsRef<[u8]>,
     {
-        let mut patterns: Vec<Vec<u8>> = secrets
-            .into_iter()
-            .map(|s| s.as_ref().to_vec())
-            .filter(|s| s.len() >= min_len)
-            .collect();
-        patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        Masker::from_patterns(patterns::derive(secrets, min_len))
+    }
+
+    /// Build from exact byte patterns, with no derivation (tests, fuzzing).
+    pub fn from_patterns(mut patterns: Vec<Vec<u8>>) -> Masker {
+        patterns.retain(|p| !p.is_empty());
+        patterns.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         patterns.dedup();
-        Masker { patterns }
+        let automaton = stream::Automaton::new(&patterns);
+        Masker {
+            compiled: Arc::new(Compiled { patterns, automaton }),
+        }
+    }
+
+    /// Every byte string that is masked (values, lines, encodings).
+    pub fn patterns(&self) -> &[Vec<u8>] {
+        &self.compiled.patterns
+    }
+
+    /// Length of the longest pattern: the writer holds back at most one less.
+    pub fn max_pattern_len(&self) -> usize {
+        self.compiled.automaton.as_ref().map_or(0, |a| a.max_pattern_len())
     }
 
     /// Mask a whole buffer at once.
     pub fn mask_all(&self, input: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(input.len());
-        let mut i = 0;
-        'outer: while i < input.len() {
-            for p in &self.patterns {
-                if input[i..].starts_with(p) {
-                    out.extend_from_slice(MASK);
-                    i += p.len();
-                    continue 'outer;
-                }
-            }
-            out.push(input[i]);
-            i += 1;
+        let ac = self.compiled.automaton.as_ref();
+        let mut s = stream::Stream::new(ac);
+        let mut result = Vec::with_capacity(input.len());
+        let mut out = Vec::new();
+        for piece in input.chunks(stream::PIECE) {
+            result.extend_from_slice(s.feed(ac, piece, &mut out));
         }
-        out
+        result.extend_from_slice(s.finish(&mut out));
+        result
     }
 
-    /// Whether `haystack` contains any secret value.
+    /// Whether `haystack` contains any secret value or any derived variant.
     pub fn contains_secret(&self, haystack: &[u8]) -> bool {
-        self.patterns
-            .iter()
-            .any(|p| haystack.windows(p.len()).any(|w| w == p.as_slice()))
+        self.compiled.automaton.as_ref().is_some_and(|a| a.is_match(haystack))
     }
 
     /// A writer that masks what passes through it into `inner`.
     pub fn writer<W: Write>(self: &Arc<Self>, inner: W) -> MaskingWriter<W> {
+        let masker = Masker::clone(self);
+        let stream = stream::Stream::new(masker.compiled.automaton.as_ref());
         MaskingWriter {
-            masker: Arc::clone(self),
+            masker,
             inner,
-            pending: Vec::new(),
+            stream,
+            out: Vec::new(),
         }
     }
 }
 
-/// Streaming masking writer. Call [`MaskingWriter::finish`] at end of stream to
-/// release held-back bytes.
+/// Streaming masking writer: bytes that cannot begin a secret go to `inner` on every
+/// `write`; at most (longest pattern − 1) raw bytes are held back. `flush` flushes
+/// `inner` only; call [`MaskingWriter::finish`] at end of stream to release the tail.
 pub struct MaskingWriter<W: Write> {
-    masker: Arc<Masker>,
+    masker: Masker,
     inner: W,
-    pending: Vec<u8>,
+    stream: stream::Stream,
+    out: Vec<u8>,
 }
 
 impl<W: Write> Write for MaskingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.pending.extend_from_slice(buf);
+        let ac = self.masker.compiled.automaton.as_ref();
+        for piece in buf.chunks(stream::PIECE) {
+            let ready = self.stream.feed(ac, piece, &mut self.out);
+            if !ready.is_empty() {
+                self.inner.write_all(ready)?;
+            }
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -95,50 +139,24 @@ impl<W: Write> Write for MaskingWriter<W> {
 }
 
 impl<W: Write> MaskingWriter<W> {
+    /// Raw input bytes currently held back (they could still become a secret).
+    pub fn held_back(&self) -> usize {
+        self.stream.held()
+    }
+
+    /// The writer this one writes into.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    /// End of stream: release the held-back tail, flush, return `inner`.
     pub fn finish(mut self) -> io::Result<W> {
-        let out = self.masker.mask_all(&self.pending);
-        self.inner.write_all(&out)?;
+        let ready = self.stream.finish(&mut self.out);
+        self.inner.write_all(ready)?;
         self.inner.flush()?;
         Ok(self.inner)
     }
 }
 
-/// Every regular file under `dirs` (recursively) is a secret: its content with one
-/// trailing newline trimmed. An unreadable file or dir is an error naming it.
-pub fn load_secret_dirs(dirs: &[PathBuf]) -> Result<Vec<Vec<u8>>, Error> {
-    let mut out = Vec::new();
-    for dir in dirs {
-        collect(dir, &mut out)?;
-    }
-    Ok(out)
-}
-
-fn collect(dir: &Path, out: &mut Vec<Vec<u8>>) -> Result<(), Error> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::ReadDir(dir.to_owned(), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::ReadDir(dir.to_owned(), e))?;
-        let path = entry.path();
-        let meta = std::fs::metadata(&path).map_err(|e| Error::ReadFile(path.clone(), e))?;
-        if meta.is_dir() {
-            collect(&path, out)?;
-        } else if meta.is_file() {
-            let mut value = std::fs::read(&path).map_err(|e| Error::ReadFile(path.clone(), e))?;
-            if value.last() == Some(&b'\n') {
-                value.pop();
-            }
-            out.push(value);
-        }
-    }
-    Ok(())
-}
-
-/// `cc-ci redact`: filter stdin (or a command's output) to stdout.
-pub fn main(args: crate::cli::RedactArgs) -> anyhow::Result<i32> {
-    let secrets = load_secret_dirs(&args.secrets_dirs)?;
-    let masker = Arc::new(Masker::new(secrets, args.min_len));
-    anyhow::ensure!(args.command.is_empty(), "redact -- CMD is not implemented yet");
-    let mut w = masker.writer(io::stdout().lock());
-    io::copy(&mut io::stdin().lock(), &mut w)?;
-    w.finish()?;
-    Ok(0)
-}
+pub use filter::main;
+pub use secrets::load_secret_dirs;
