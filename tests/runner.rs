@@ -485,3 +485,56 @@ fn after_kill_9_the_next_run_reaps_the_orphans() {
     assert_eq!(out.results()["level"], 5, "{}", out.describe());
     assert_nothing_left(&stack);
 }
+
+/// The CI-side recipe files: a `compose.ccci.yml` overlay, `APP_ENV` from meta, the
+/// `setup_custom_tests.sh` hook, CI-side tests, and a test whose JUnit report has a
+/// failure although it exits 0 (the report counts).
+#[test]
+fn ci_side_overlay_env_hooks_and_junit_reports_count() {
+    let setup = Setup::new("t-ciside");
+    let ci = setup.ci_dir("hello");
+    std::fs::write(
+        ci.join("compose.ccci.yml"),
+        "version: \"3.8\"\nservices:\n  app:\n    environment:\n      - CCCI_OVERLAY=applied\n      - FROM_APP_ENV=${FROM_APP_ENV}\n",
+    )
+    .unwrap();
+    std::fs::write(ci.join("meta.toml"), "APP_ENV = { FROM_APP_ENV = \"set-by-meta\" }\n").unwrap();
+    setup.write_hook("hello", "setup_custom_tests.sh", "touch \"$CCCI_STATE_DIR/setup-done\"\n");
+    setup.write_hook(
+        "hello",
+        "tests/20-overlay.sh",
+        r#"#!/bin/sh
+set -eu
+test -f "$CCCI_STATE_DIR/setup-done"
+c=$(docker ps -q --filter "label=com.docker.swarm.service.name=${CCCI_STACK_NAME}_app" | head -n1)
+docker exec "$c" env | grep -qx CCCI_OVERLAY=applied
+docker exec "$c" env | grep -qx FROM_APP_ENV=set-by-meta
+echo overlay and APP_ENV applied
+"#,
+    );
+    setup.write_hook(
+        "hello",
+        "tests/30-junit.sh",
+        r#"#!/bin/sh
+cat > "$CCCI_JUNIT_FILE" <<XML
+<?xml version="1.0"?>
+<testsuite name="x" tests="2"><testcase name="ok"/><testcase name="bad"><failure message="nope"/></testcase></testsuite>
+XML
+exit 0
+"#,
+    );
+    let out = setup.run(&["hello"]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let r = out.results();
+    assert_eq!(r["level"], 4, "{}", out.describe());
+    let custom = tier(&r, "custom");
+    assert_eq!(custom["status"], "failed");
+    assert_eq!(custom["cause"], "recipe");
+    assert!(custom["reason"].as_str().unwrap().contains("ci/30-junit.sh"), "{custom}");
+    let junit = std::fs::read_to_string(out.run_dir().join("junit.xml")).unwrap();
+    assert!(junit.contains("name=\"ci/20-overlay.sh\""), "{junit}");
+    assert_eq!(junit.matches("<failure").count(), 2, "the custom tier and ci/30-junit.sh: {junit}");
+    let log = std::fs::read_to_string(out.run_dir().join("run.log")).unwrap();
+    assert!(log.contains("overlay and APP_ENV applied"), "{log}");
+    assert_nothing_left(&setup.stack("hello"));
+}
