@@ -538,3 +538,38 @@ exit 0
     assert!(log.contains("overlay and APP_ENV applied"), "{log}");
     assert_nothing_left(&setup.stack("hello"));
 }
+
+#[test]
+fn lock_timeout_names_the_holder_and_the_knob() {
+    let setup = Setup::with_runner("t-locktimeout", "lock_timeout_s = 1");
+    let locks = setup.dir.path().join("run/locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let path = locks.join("hello.t-locktimeout.localhost.lock");
+    let mut held = std::fs::File::create(&path).unwrap();
+    held.lock().unwrap();
+    use std::io::Write;
+    writeln!(held, "other-run 1").unwrap();
+    let out = setup.run(&["hello"]);
+    assert_error(&out, &["timed out", "held by run other-run", "lock_timeout_s"]);
+    assert_nothing_left(&setup.stack("hello"));
+}
+
+/// An image that is not on the host (and cannot be pulled) is the host's problem,
+/// not the recipe's: cause `infrastructure`, with the task error in the diagnostics.
+#[test]
+fn a_missing_image_is_an_infrastructure_failure() {
+    let setup = Setup::new("t-noimage");
+    let repo = recipe_copy("hello", setup.dir.path());
+    let compose = std::fs::read_to_string(repo.join("compose.yml")).unwrap();
+    std::fs::write(repo.join("compose.yml"), compose.replace("ccci-example/hello:head", "ccci-example/hello:not-built")).unwrap();
+    commit_all(&repo, "an image that does not exist");
+    let out = setup.run(&[repo.to_str().unwrap()]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let r = out.results();
+    let install = tier(&r, "install");
+    assert_eq!(install["status"], "failed");
+    assert_eq!(install["cause"], "infrastructure", "{install}");
+    let diag = std::fs::read_to_string(out.run_dir().join("diagnostics/install.txt")).unwrap();
+    assert!(diag.to_lowercase().contains("no such image"), "{diag}");
+    assert_nothing_left(&setup.stack("hello"));
+}
