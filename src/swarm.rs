@@ -174,41 +174,54 @@ pub fn diagnostics(exec: &Executor, stack: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&masked).into_owned())
 }
 
-/// The cause class that diagnostics (or abra's error output) point to, if any is clear.
-/// Infrastructure: the host failed the recipe (address pools, VIPs, tasks never
-/// scheduled, images not available). Recipe: tasks ran and failed, or are unhealthy.
+/// The cause class that diagnostics (or abra's error output) point to, if any is
+/// clear. Only task states and errors are read, never the services' own log lines
+/// (an app may log anything). Infrastructure: the host failed the recipe (address
+/// pools, VIPs, tasks never scheduled, images not available). Recipe: tasks ran and
+/// failed, or are unhealthy.
 pub fn classify(text: &str) -> Option<Cause> {
-    let t = text.to_lowercase();
+    let states = without_service_logs(text).to_lowercase();
     const INFRA: &[&str] = &[
         "could not find an available, non-overlapping",
         "no available ip",
-        "ipam",
         "address pool",
+        "ipam",
         "no such image",
         "pull access denied",
         "manifest unknown",
-        "image not found",
         "no suitable node",
         "insufficient resources",
         "cannot connect to the docker daemon",
-        "\tnew ",
-        "pending ",
     ];
-    if INFRA.iter().any(|p| t.contains(p)) {
+    // A task the swarm wants running that never left `New`/`Pending` was never
+    // scheduled or never got its network: the host's problem.
+    let stuck = states
+        .lines()
+        .any(|l| l.contains(" running ") && (l.contains(" pending ") || l.contains(" new ")));
+    if stuck || INFRA.iter().any(|p| states.contains(p)) {
         return Some(Cause::Infrastructure);
     }
-    const RECIPE: &[&str] = &[
-        "task: non-zero exit",
-        "failed ",
-        "unhealthy",
-        "rollback",
-        "paused",
-        "exit code",
-    ];
-    if RECIPE.iter().any(|p| t.contains(p)) {
+    const RECIPE: &[&str] = &["non-zero exit", "failed ", "unhealthy", "rollback", "paused", "exit code"];
+    if RECIPE.iter().any(|p| states.contains(p)) {
         return Some(Cause::Recipe);
     }
     None
+}
+
+/// `text` without the `## docker service logs` sections of [`diagnostics`].
+fn without_service_logs(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_logs = false;
+    for line in text.lines() {
+        if line.starts_with("## ") {
+            in_logs = line.starts_with("## docker service logs");
+        }
+        if !in_logs {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Everything of `stack` that still exists: stacks, services, volumes, secrets,
@@ -299,5 +312,11 @@ mod tests {
         assert_eq!(classify("Rejected  \"No such image: ccci/x:1\""), Some(Cause::Infrastructure));
         assert_eq!(classify("Failed 3 seconds ago \"task: non-zero exit (1)\""), Some(Cause::Recipe));
         assert_eq!(classify("all good"), None);
+        let stuck = "ID  NAME  IMAGE  NODE  DESIRED STATE  CURRENT STATE  ERROR\nx  s_app.1  img  vm  Running  Pending 2 minutes ago";
+        assert_eq!(classify(stuck), Some(Cause::Infrastructure));
+        // The app's own log lines never decide the class.
+        let logs = "## docker service ps --no-trunc s_app\nx s_app.1 img vm Shutdown Failed 1s ago \"task: non-zero exit (1)\"\n\
+                    ## docker service logs --tail 30 s_app\nerror: No such image in my catalogue\n";
+        assert_eq!(classify(logs), Some(Cause::Recipe));
     }
 }
