@@ -35,6 +35,15 @@ fn fail(cause: Cause, reason: impl Into<String>) -> End {
     }
 }
 
+/// What the teardown funnel found.
+#[derive(Debug, Clone)]
+pub struct Teardown {
+    /// What abra's teardown left behind (then removed directly).
+    pub missed: Vec<String>,
+    /// What is still there after direct removal (empty: clean).
+    pub left: Vec<String>,
+}
+
 /// One custom test's outcome, for JUnit.
 #[derive(Debug, Clone)]
 pub struct TestCaseResult {
@@ -395,8 +404,30 @@ impl<'a> Ladder<'a> {
         Ok(())
     }
 
-    /// Undeploy and remove the app (volumes, secrets, env): the teardown funnel's core.
-    pub fn remove_app(&self) -> Result<(), crate::abra::Error> {
+    /// The teardown funnel, run once after the climb on every path: abra undeploys
+    /// and removes the app; whatever abra left is removed directly and recorded in
+    /// `missed`; `left` is what even that could not remove.
+    pub fn teardown(&self) -> Teardown {
+        self.exec.note("=== teardown ===");
+        self.exec.begin_teardown();
+        if let Err(e) = self.remove_app() {
+            self.exec.note(&format!("abra teardown failed: {e}"));
+        }
+        let unknown = |e: swarm::Error| vec![format!("leak check failed: {e}")];
+        let missed = swarm::leaks(self.exec, &self.stack).unwrap_or_else(unknown);
+        let mut left = Vec::new();
+        if !missed.is_empty() {
+            self.exec.note(&format!("abra's teardown left {}: removing directly", missed.join(", ")));
+            left = swarm::force_clean(self.exec, &self.stack).unwrap_or_else(unknown);
+            if !left.is_empty() {
+                self.exec.note(&format!("still left after direct removal: {}", left.join(", ")));
+            }
+        }
+        Teardown { missed, left }
+    }
+
+    /// Undeploy and remove the app (volumes, secrets, env).
+    fn remove_app(&self) -> Result<(), crate::abra::Error> {
         let deployed = swarm::services(self.exec, &self.stack).map(|s| !s.is_empty()).unwrap_or(true);
         if deployed {
             self.abra.undeploy()?;

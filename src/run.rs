@@ -241,25 +241,9 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
 
     // The teardown funnel: the same on every path.
     progress.stage("teardown");
-    exec.note("=== teardown ===");
-    exec.begin_teardown();
-    if let Err(e) = ladder.remove_app() {
-        exec.note(&format!("abra teardown failed: {e}"));
-    }
-    // What abra's teardown missed is removed directly (and recorded); the final leak
-    // check after that decides clean_teardown.
-    let missed = swarm::leaks(&exec, &ladder.stack).unwrap_or_else(|e| vec![format!("leak check failed: {e}")]);
-    let mut left = Vec::new();
-    if !missed.is_empty() {
-        exec.note(&format!("abra's teardown left {}: removing directly", missed.join(", ")));
-        left = swarm::force_clean(&exec, &ladder.stack).unwrap_or_else(|e| vec![format!("leak check failed: {e}")]);
-        if !left.is_empty() {
-            exec.note(&format!("still left after direct removal: {}", left.join(", ")));
-        }
-    }
-    results.invariants.clean_teardown = left.is_empty();
-    let leaks = missed;
-    results.leaks = leaks;
+    let teardown = ladder.teardown();
+    results.invariants.clean_teardown = teardown.left.is_empty();
+    results.leaks = teardown.missed;
 
     let timing = exec.timing();
     results.deploys = Deploys {
