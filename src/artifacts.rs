@@ -187,10 +187,9 @@ pub fn scan_for_secrets(dir: &Path, masker: &Masker) -> Vec<PathBuf> {
             let path = entry.path();
             match entry.file_type() {
                 Ok(t) if t.is_dir() => stack.push(path),
-                Ok(t) if t.is_file() => {
-                    if std::fs::read(&path).map(|b| masker.contains_secret(&b)).unwrap_or(true) {
-                        hits.push(path);
-                    }
+                // An artifact that cannot be read cannot be shown clean.
+                Ok(t) if t.is_file() && std::fs::read(&path).map(|b| masker.contains_secret(&b)).unwrap_or(true) => {
+                    hits.push(path);
                 }
                 _ => {}
             }

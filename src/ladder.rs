@@ -76,6 +76,9 @@ pub struct Ladder<'a> {
     marker: RefCell<Option<(String, String)>>,
 }
 
+/// A service's spec labels.
+type Labels = std::collections::BTreeMap<String, String>;
+
 const OVERLAY: &str = "compose.ccci.yml";
 const MARKER: &str = ".ccci-marker";
 
@@ -138,7 +141,7 @@ impl<'a> Ladder<'a> {
             tiers[i].status = TierStatus::Running;
             tiers[i].started_at = Some(Utc::now());
             on_change(&tiers);
-            self.exec.progress().stage(&format!("{name}"));
+            self.exec.progress().stage(name);
             self.exec.note(&format!("=== tier {name} ==="));
             let end = match self.exec.stop_reason() {
                 Some(r) => stopped_end(r, "before the tier started"),
@@ -438,7 +441,7 @@ impl<'a> Ladder<'a> {
         Ok(())
     }
 
-    fn backup_services(&self) -> Result<Vec<(String, std::collections::BTreeMap<String, String>)>, End> {
+    fn backup_services(&self) -> Result<Vec<(String, Labels)>, End> {
         let services = swarm::services(self.exec, &self.stack).map_err(|e| fail(Cause::Infrastructure, e.to_string()))?;
         let mut out = Vec::new();
         for svc in services {

@@ -61,10 +61,8 @@ impl RecipeMeta {
         if self.DATA_SERVICE.is_some() != self.DATA_PATH.is_some() {
             return Err("DATA_SERVICE and DATA_PATH must be set together".into());
         }
-        if let Some(p) = &self.DATA_PATH {
-            if !p.starts_with('/') {
-                return Err(format!("DATA_PATH {p:?} must be an absolute path in the container"));
-            }
+        if let Some(p) = self.DATA_PATH.as_ref().filter(|p| !p.starts_with('/')) {
+            return Err(format!("DATA_PATH {p:?} must be an absolute path in the container"));
         }
         for key in self.APP_ENV.keys() {
             let ok = !key.is_empty()

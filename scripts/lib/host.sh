@@ -31,7 +31,7 @@ ccci_ensure_cargo() {
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cargo >/dev/null
   fi
-  command -v cargo >/dev/null || ccci_die "no cargo: install a Rust toolchain (1.85 or newer)"
+  command -v cargo >/dev/null || ccci_die "no cargo: install a Rust toolchain (1.89 or newer)"
 }
 
 # A running Docker engine with an active single-node swarm.
