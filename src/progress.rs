@@ -1,5 +1,6 @@
 //! Live progress on the terminal: the current stage, its elapsed time and the last
-//! lines of its (masked) output. On a non-terminal it prints one line per stage.
+//! lines of its (masked) output. On a non-terminal (the journal, a pipe) it prints a
+//! line per stage and every masked output line.
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
@@ -67,6 +68,11 @@ impl Progress {
     pub fn line(&self, line: &str) {
         let mut s = self.inner.lock().expect("progress lock");
         if !s.live {
+            // Not a terminal (the journal under systemd, a pipe): every masked line,
+            // so `journalctl -u cc-ci-runner@…` shows the run's log.
+            if s.enabled {
+                eprintln!("  {}", line.trim_end());
+            }
             return;
         }
         let line: String = line.chars().filter(|c| !c.is_control()).take(160).collect();
