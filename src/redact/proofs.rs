@@ -131,7 +131,7 @@ proptest! {
     #[test]
     fn stream_equals_reference_with_prefilter(
         // All patterns ≥ 4 bytes, so the q-gram prefilter and DFA restarts are in play
-        // (stride 1 to 4 depending on the shortest).
+        // (stride 1 to 8 depending on the shortest).
         patterns in prop::collection::vec(prop::collection::vec(prop::sample::select(b"abc\n".to_vec()), 4..12), 1..6),
         input in prop::collection::vec(prop::sample::select(b"abcx\n".to_vec()), 0..600),
         seed in any::<u8>(),

@@ -68,7 +68,7 @@ pub struct Automaton {
 /// A q-gram filter in the spirit of Wu–Manber: every pattern is at least `stride + 3`
 /// bytes long, so whichever of `stride` consecutive positions a pattern starts at, the
 /// 4 bytes at the next multiple of `stride` are one of the pattern's 4-grams at offsets
-/// `0..stride`. Looking up one 4-gram per `stride` bytes in a bitmap of those grams
+/// `0..stride` (stride ≤ 8). Looking up one 4-gram per `stride` bytes in a bitmap of those grams
 /// proves "no pattern starts here" for most of a log, without the DFA's dependent
 /// per-byte loads.
 #[derive(Debug, Clone)]
@@ -85,7 +85,7 @@ impl Prefilter {
         if min < 4 {
             return None;
         }
-        let stride = (min - 3).min(4);
+        let stride = (min - 3).min(8);
         let mut bits = vec![0u64; 1 << (GRAM_BITS - 6)].into_boxed_slice();
         for p in patterns {
             for off in 0..stride {
@@ -108,10 +108,23 @@ impl Prefilter {
         let k = self.stride;
         let mut j = from;
         let bits: &[u64; 1 << (GRAM_BITS - 6)] = (&*self.bits).try_into().expect("bitmap size");
+        let test = |at: usize| {
+            let h = Self::hash(u32::from_le_bytes(hay[at..at + 4].try_into().expect("4 bytes")));
+            bits[h >> 6] & (1 << (h & 63))
+        };
+        // Two independent lookups per iteration, one branch.
+        while j + k + 4 <= hay.len() {
+            let (a, b) = (test(j), test(j + k));
+            if a | b != 0 {
+                if a == 0 {
+                    j += k;
+                }
+                return (j + 1).saturating_sub(k).max(from);
+            }
+            j += 2 * k;
+        }
         while j + 4 <= hay.len() {
-            let gram = u32::from_le_bytes(hay[j..j + 4].try_into().expect("4 bytes"));
-            let h = Self::hash(gram);
-            if bits[h >> 6] & (1 << (h & 63)) != 0 {
+            if test(j) != 0 {
                 break;
             }
             j += k;
