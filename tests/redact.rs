@@ -249,3 +249,63 @@ fn missing_command_is_an_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot run /nonexistent/cmd"));
 }
+
+#[test]
+fn large_stream_equals_the_reference() {
+    // 2 MiB of mixed bytes with secrets (and their derived encodings) sprinkled in,
+    // through real pipes in uneven writes; compared with the whole-buffer reference.
+    use base64::Engine as _;
+    let secrets: Vec<String> = (0..20)
+        .map(|i| format!("s3cret-{i:02}-{}", "xyz".repeat(i % 4 + 1)))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, s) in secrets.iter().enumerate() {
+        std::fs::write(dir.path().join(format!("v{i}")), format!("{s}\n")).unwrap();
+    }
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut input = Vec::new();
+    while input.len() < 2 << 20 {
+        let r = next();
+        match r % 50 {
+            0 => input.extend_from_slice(secrets[(r >> 8) as usize % secrets.len()].as_bytes()),
+            1 => input.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("u:{}", secrets[(r >> 8) as usize % secrets.len()]))
+                    .as_bytes(),
+            ),
+            2..=5 => input.extend_from_slice(&r.to_le_bytes()),
+            _ => input.extend_from_slice(b"2026-11-25 deploy ok \r50%\r100%\n"),
+        }
+    }
+    let masker = ccci::redact::Masker::new(&secrets, 8);
+    let expected = ccci::redact::stream::reference(masker.patterns(), &input);
+    let mut child = redact(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut i = 0;
+        let mut n = 1;
+        while i < input.len() {
+            let end = (i + n).min(input.len());
+            stdin.write_all(&input[i..end]).unwrap();
+            i = end;
+            n = n * 7 % 100_003 + 1;
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout == expected, "output differs from the reference");
+    for s in &secrets {
+        assert!(!out.stdout.windows(s.len()).any(|w| w == s.as_bytes()));
+    }
+}
