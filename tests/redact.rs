@@ -309,3 +309,41 @@ fn large_stream_equals_the_reference() {
         assert!(!out.stdout.windows(s.len()).any(|w| w == s.as_bytes()));
     }
 }
+
+#[test]
+fn sigterm_while_a_grandchild_holds_the_pipes_ends_the_filter() {
+    let dir = secrets_dir(&[("s", SECRET.as_bytes())]);
+    // The command exits at once; a background `sleep` keeps its stdout open.
+    let mut child = redact(dir.path())
+        .args(["--", "sh", "-c", "sleep 30 & echo \"bg $!\""])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = stdout_chunks(&mut child);
+    let mut acc = Vec::new();
+    assert!(read_until(&rx, &mut acc, b"\n", Duration::from_secs(5)));
+    let bg: i32 = String::from_utf8_lossy(&acc)
+        .trim()
+        .trim_start_matches("bg ")
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "filter should still drain the open pipe"
+    );
+    // SAFETY: plain kill(2) of our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "filter ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: kill(2) of the background sleep the script started.
+    unsafe { libc::kill(bg, libc::SIGKILL) };
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(status.signal(), Some(libc::SIGTERM));
+}
