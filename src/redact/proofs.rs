@@ -224,3 +224,11 @@ fn large_secrets_use_the_compact_engine_and_still_mask() {
     assert_eq!(mask_stream(&m, &chunks), b"start\n[MASKED]\nmiddle [MASKED] end\n");
     assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
 }
+
+#[test]
+fn masker_is_shareable() {
+    fn check<T: Clone + std::fmt::Debug + Send + Sync>() {}
+    check::<Masker>();
+    fn send<T: Send>() {}
+    send::<super::MaskingWriter<Vec<u8>>>();
+}
