@@ -249,3 +249,101 @@ fn missing_command_is_an_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot run /nonexistent/cmd"));
 }
+
+#[test]
+fn large_stream_equals_the_reference() {
+    // 2 MiB of mixed bytes with secrets (and their derived encodings) sprinkled in,
+    // through real pipes in uneven writes; compared with the whole-buffer reference.
+    use base64::Engine as _;
+    let secrets: Vec<String> = (0..20)
+        .map(|i| format!("s3cret-{i:02}-{}", "xyz".repeat(i % 4 + 1)))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, s) in secrets.iter().enumerate() {
+        std::fs::write(dir.path().join(format!("v{i}")), format!("{s}\n")).unwrap();
+    }
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut input = Vec::new();
+    while input.len() < 2 << 20 {
+        let r = next();
+        match r % 50 {
+            0 => input.extend_from_slice(secrets[(r >> 8) as usize % secrets.len()].as_bytes()),
+            1 => input.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("u:{}", secrets[(r >> 8) as usize % secrets.len()]))
+                    .as_bytes(),
+            ),
+            2..=5 => input.extend_from_slice(&r.to_le_bytes()),
+            _ => input.extend_from_slice(b"2026-11-25 deploy ok \r50%\r100%\n"),
+        }
+    }
+    let masker = ccci::redact::Masker::new(&secrets, 8);
+    let expected = ccci::redact::stream::reference(masker.patterns(), &input);
+    let mut child = redact(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut i = 0;
+        let mut n = 1;
+        while i < input.len() {
+            let end = (i + n).min(input.len());
+            stdin.write_all(&input[i..end]).unwrap();
+            i = end;
+            n = n * 7 % 100_003 + 1;
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout == expected, "output differs from the reference");
+    for s in &secrets {
+        assert!(!out.stdout.windows(s.len()).any(|w| w == s.as_bytes()));
+    }
+}
+
+#[test]
+fn sigterm_while_a_grandchild_holds_the_pipes_ends_the_filter() {
+    let dir = secrets_dir(&[("s", SECRET.as_bytes())]);
+    // The command exits at once; a background `sleep` keeps its stdout open.
+    let mut child = redact(dir.path())
+        .args(["--", "sh", "-c", "sleep 30 & echo \"bg $!\""])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = stdout_chunks(&mut child);
+    let mut acc = Vec::new();
+    assert!(read_until(&rx, &mut acc, b"\n", Duration::from_secs(5)));
+    let bg: i32 = String::from_utf8_lossy(&acc)
+        .trim()
+        .trim_start_matches("bg ")
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "filter should still drain the open pipe"
+    );
+    // SAFETY: plain kill(2) of our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "filter ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: kill(2) of the background sleep the script started.
+    unsafe { libc::kill(bg, libc::SIGKILL) };
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(status.signal(), Some(libc::SIGTERM));
+}

@@ -96,6 +96,10 @@ fn run_filtered(masker: &Arc<Masker>, command: &[std::ffi::OsString]) -> Result<
                     if let Ok(sig) = Signal::try_from(sig) {
                         let _ = kill(pid, sig);
                     }
+                } else {
+                    // The command is gone and we are only draining pipes a background
+                    // grandchild holds open: the signal is for us, act as by default.
+                    let _ = signal_hook::low_level::emulate_default_handler(sig);
                 }
             }
         })
@@ -132,16 +136,17 @@ fn run_filtered(masker: &Arc<Masker>, command: &[std::ffi::OsString]) -> Result<
         *guard = true;
         status
     };
-    handle.close();
-    let _ = forwarder.join();
     // All output is shown before we exit: wait for both pipes to reach end of file
-    // (a background grandchild holding them open keeps us here, as it would `cmd | cat`).
+    // (a background grandchild holding them open keeps us here, as it would `cmd | cat`;
+    // SIGTERM or SIGINT then ends us).
     let mut result = Ok(());
     for p in pumps {
         if let Err(e) = p.join().expect("pump thread does not panic") {
             result = Err(e);
         }
     }
+    handle.close();
+    let _ = forwarder.join();
     drop((out, err));
     result?;
     Ok(match (status.code(), status.signal()) {

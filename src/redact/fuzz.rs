@@ -42,7 +42,13 @@ pub fn check_stream(data: &[u8]) {
 /// Stream `input` through a writer over `patterns` in chunks drawn from `seed`; compare
 /// with the reference and check the hold-back bound after every write.
 pub fn check_chunked(patterns: &[Vec<u8>], input: &[u8], seed: u8) {
-    let masker = Arc::new(Masker::from_patterns(patterns.to_vec()));
+    check_chunked_with(Masker::from_patterns(patterns.to_vec()), input, seed);
+    check_chunked_with(Masker::from_patterns_nfa(patterns.to_vec()), input, seed);
+}
+
+fn check_chunked_with(masker: Masker, input: &[u8], seed: u8) {
+    let patterns = masker.patterns().to_vec();
+    let masker = Arc::new(masker);
     let expected = stream::reference(masker.patterns(), input);
     let limit = masker.max_pattern_len().saturating_sub(1);
     let mut w = masker.writer(Vec::new());

@@ -1,8 +1,9 @@
 //! The redactor: masks every secret value in a byte stream, streaming.
 //!
-//! INTERIM implementation (correct but not streaming: it holds the whole stream until
-//! `finish`). The redactor issue replaces the internals; the interface below is what
-//! the runner relies on.
+//! What is masked and why: `docs/redaction.md`. Pieces: [`patterns`] derives the byte
+//! strings to mask from secret values, [`stream`] is the streaming matcher, `filter`
+//! the `cc-ci redact` command, `secrets` reads secret dirs; [`fuzz`] holds the fuzz
+//! target's body so `cargo test` runs it too.
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,7 +66,20 @@ impl Masker {
         patterns.retain(|p| !p.is_empty());
         patterns.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         patterns.dedup();
-        let automaton = stream::Automaton::new(&patterns);
+        let automaton = stream::Automaton::new(&patterns, stream::DFA_LIMIT);
+        Masker {
+            compiled: Arc::new(Compiled { patterns, automaton }),
+        }
+    }
+
+    /// As [`Masker::from_patterns`], always with the compact NFA engine (which is
+    /// otherwise used only for large pattern sets); for cross-checking in tests.
+    #[doc(hidden)]
+    pub fn from_patterns_nfa(mut patterns: Vec<Vec<u8>>) -> Masker {
+        patterns.retain(|p| !p.is_empty());
+        patterns.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        patterns.dedup();
+        let automaton = stream::Automaton::new(&patterns, 0);
         Masker {
             compiled: Arc::new(Compiled { patterns, automaton }),
         }

@@ -66,9 +66,7 @@ fn variants_of(value: &[u8], min_len: usize, out: &mut Vec<Vec<u8>>) {
     // XML/HTML escaping: a secret in an XML config or an HTML error page. GitHub
     // masks it too (ValueEncoders.XmlDataEscape).
     out.push(xml(value));
-    // The variants are ≥ the value's length except base64 cores, filtered by the
-    // caller; identical variants are deduplicated there.
-    let _ = min_len;
+    // Identical variants (most values need no escaping) are deduplicated by `derive`.
 }
 
 /// Base64 of `value` as it appears inside the base64 of a larger byte string, at each

@@ -131,7 +131,7 @@ proptest! {
     #[test]
     fn stream_equals_reference_with_prefilter(
         // All patterns ≥ 4 bytes, so the q-gram prefilter and DFA restarts are in play
-        // (stride 1 to 4 depending on the shortest).
+        // (stride 1 to 8 depending on the shortest).
         patterns in prop::collection::vec(prop::collection::vec(prop::sample::select(b"abc\n".to_vec()), 4..12), 1..6),
         input in prop::collection::vec(prop::sample::select(b"abcx\n".to_vec()), 0..600),
         seed in any::<u8>(),
@@ -177,4 +177,58 @@ proptest! {
     fn fuzz_body_never_panics(data in prop::collection::vec(any::<u8>(), 0..200)) {
         check_stream(&data);
     }
+}
+
+#[test]
+fn contains_secret_across_piece_boundaries() {
+    let m = Masker::new(["straddling-secret"], 8);
+    for shift in 0..20 {
+        let mut hay = vec![b'.'; stream::PIECE - shift];
+        hay.extend_from_slice(b"straddling-secret");
+        hay.extend_from_slice(&[b'.'; 10]);
+        assert!(m.contains_secret(&hay), "shift {shift}");
+    }
+}
+
+#[test]
+fn large_secrets_use_the_compact_engine_and_still_mask() {
+    // Five 3 KiB PEM-like keys: with all derived variants well over DFA_LIMIT.
+    let mut x: u32 = 7;
+    let keys: Vec<String> = (0..5)
+        .map(|_| {
+            let mut body = String::from("-----BEGIN PRIVATE KEY-----\n");
+            for _ in 0..48 {
+                for _ in 0..64 {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    body.push(
+                        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[(x % 64) as usize] as char,
+                    );
+                }
+                body.push('\n');
+            }
+            body + "-----END PRIVATE KEY-----"
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    let m = Arc::new(Masker::new(&keys, 8));
+    let total: usize = m.patterns().iter().map(Vec::len).sum();
+    assert!(total > stream::DFA_LIMIT);
+    let mut input = b"start\n".to_vec();
+    input.extend_from_slice(keys[3].as_bytes());
+    input.extend_from_slice(b"\nmiddle ");
+    input.extend_from_slice(keys[1].lines().nth(7).unwrap().as_bytes());
+    input.extend_from_slice(b" end\n");
+    let chunks: Vec<&[u8]> = input.chunks(100).collect();
+    assert_eq!(mask_stream(&m, &chunks), b"start\n[MASKED]\nmiddle [MASKED] end\n");
+    assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+}
+
+#[test]
+fn masker_is_shareable() {
+    fn check<T: Clone + std::fmt::Debug + Send + Sync>() {}
+    check::<Masker>();
+    fn send<T: Send>() {}
+    send::<super::MaskingWriter<Vec<u8>>>();
 }
