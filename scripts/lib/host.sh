@@ -13,7 +13,7 @@ ccci_need_root() {
 ccci_install_packages() {
   local missing=() pkg
   # busybox-static: example images are FROM scratch with a static busybox.
-  for pkg in docker.io busybox-static git gcc libc6-dev; do
+  for pkg in docker.io busybox-static git gcc g++ libc6-dev; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
