@@ -142,9 +142,10 @@ echo "the admin password is $pw"
 half=$(printf %s "$pw" | cut -c1-10); rest=$(printf %s "$pw" | cut -c11-)
 printf 'split: %s' "$half"; sleep 0.3; printf '%s\n' "$rest"
 echo "token: $(cat CREDS_DIR/gitea-token)"
-echo "$pw" > "$CCCI_STATE_DIR/planted-secret"
+echo "$pw" > PLANTED
 "#
         .replace("CREDS_DIR", creds.to_str().unwrap())
+        .replace("PLANTED", setup.dir.path().join("planted-secret").to_str().unwrap())
         .as_str(),
     );
     let out = setup.run(&["hello"]);
@@ -157,6 +158,19 @@ echo "$pw" > "$CCCI_STATE_DIR/planted-secret"
     assert!(!log.contains("tok-1234567890abcdef"));
     assert_eq!(r["invariants"]["no_secret_leak"], true, "{}", out.describe());
     assert!(!out.stdout.contains("tok-1234567890abcdef") && !out.stderr.contains("tok-1234567890abcdef"));
+    // The app's password itself (kept aside by the hook, outside the run's dirs) is in
+    // no artifact, nor in what cc-ci printed (the journal, under systemd).
+    let password = std::fs::read_to_string(setup.dir.path().join("planted-secret")).unwrap();
+    let password = password.trim();
+    assert!(password.len() >= 8);
+    assert!(!out.stdout.contains(password) && !out.stderr.contains(password));
+    assert!(out.stderr.contains("the admin password is [MASKED]"), "{}", out.stderr);
+    for entry in std::fs::read_dir(out.run_dir()).unwrap().flatten() {
+        if entry.file_type().unwrap().is_file() {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            assert!(!String::from_utf8_lossy(&bytes).contains(password), "{}", entry.path().display());
+        }
+    }
     assert_nothing_left(&setup.stack("hello"));
 }
 
