@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod cli;
 pub mod config;
 pub mod lock;
+pub mod poll;
 pub mod redact;
 pub mod request;
 pub mod run;
