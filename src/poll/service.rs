@@ -71,6 +71,7 @@ pub struct Poller {
     backoff_until: Option<Instant>,
     watchdog: Option<Duration>,
     last_ping: Instant,
+    recovered: bool,
 }
 
 impl Poller {
@@ -97,6 +98,7 @@ impl Poller {
             backoff_until: None,
             watchdog,
             last_ping: Instant::now(),
+            recovered: false,
         })
     }
 
@@ -137,7 +139,6 @@ impl Poller {
     /// Serve until SIGTERM (or after one cycle with `once`). Webhook events arrive on
     /// `events` and are handled between cycles, immediately.
     pub fn run(&mut self, once: bool, mut events: Option<Receiver<Event>>) {
-        self.recover();
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         loop {
             let started = Instant::now();
@@ -181,6 +182,7 @@ impl Poller {
     /// After a restart or crash: every run request without a launch record gets one,
     /// so it is launched (unless its runner already left a run dir) on this cycle.
     pub fn recover(&mut self) {
+        self.recovered = true;
         let requests = match self.ledger.requests() {
             Ok(r) => r,
             Err(e) => {
@@ -205,6 +207,9 @@ impl Poller {
         let started = Instant::now();
         let before = self.client.request_count();
         let mut triggers = 0;
+        if !self.recovered {
+            self.recover();
+        }
         let backing_off = self.backoff_until.is_some_and(|t| Instant::now() < t);
         if backing_off {
             tracing::info!("rate limited: skipping this cycle's gitea requests");
