@@ -495,7 +495,6 @@ fn systemd_launch_starts_escaped_template_instance() {
     let fake = dir.path().join("systemctl");
     let log = dir.path().join("systemctl.log");
     std::fs::write(&fake, format!("#!/bin/sh\necho \"$@\" >> {}\n", log.display())).unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&fake).unwrap().permissions(), 0o755);
     Command::new("chmod").arg("755").arg(&fake).status().unwrap();
     let s = Setup::new(&[repo], &format!("[launch]\nkind = \"systemd\"\nsystemctl = \"{}\"\n", fake.display()));
     // The setup's [launch] comes first; use a config with only the systemd one.

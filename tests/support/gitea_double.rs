@@ -296,6 +296,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
+    let _ = conn.set_nodelay(true);
     let mut writer = conn.try_clone().unwrap();
     let mut reader = BufReader::new(conn);
     while let Some(req) = read_request(&mut reader) {
@@ -340,7 +341,10 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         head.push_str("\r\n");
-        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&response.body).is_err() {
+        // One write per response: split writes meet Nagle and delayed ACKs (40 ms).
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&response.body);
+        if writer.write_all(&bytes).is_err() {
             return;
         }
     }
