@@ -146,6 +146,12 @@ pub struct PollConfig {
     /// A launched run with no results.json and no live runner after this many
     /// seconds is reported as `error`.
     pub start_timeout_s: u64,
+    /// How a cycle finds repos with new comments: list each repo's comments, or ask
+    /// Gitea's issue search once for recently updated pull requests.
+    pub discovery: Discovery,
+    /// With `discovery = "search"`: every this many cycles, list every repo anyway
+    /// (catches comment edits, which do not bump the pull request's update time).
+    pub sweep_every: u64,
 }
 
 impl Default for PollConfig {
@@ -154,8 +160,20 @@ impl Default for PollConfig {
             interval_s: 30,
             lookback_s: 600,
             start_timeout_s: 600,
+            discovery: Discovery::PerRepo,
+            sweep_every: 10,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Discovery {
+    /// One `GET /repos/{o}/{r}/issues/comments?since=` per enrolled repo per cycle.
+    PerRepo,
+    /// One `GET /repos/issues/search?type=pulls&since=` per cycle, then listings only
+    /// for repos it names, plus a full sweep every `sweep_every` cycles.
+    Search,
 }
 
 /// `[[repos]]`: one enrolled recipe repository.
@@ -285,6 +303,9 @@ impl Config {
             if g.timeout_s == 0 {
                 return Err(invalid("gitea.timeout_s must be at least 1".into()));
             }
+        }
+        if self.poll.sweep_every == 0 {
+            return Err(invalid("poll.sweep_every must be at least 1".into()));
         }
         if self.poll.interval_s == 0 {
             return Err(invalid("poll.interval_s must be at least 1".into()));

@@ -314,6 +314,60 @@ fn idle_cycle_costs_one_request_per_repo_and_resumes_from_cursor() {
 }
 
 #[test]
+fn search_discovery_costs_one_request_when_idle_and_misses_nothing() {
+    let repos = ["o/a", "o/b", "o/c", "o/d"];
+    let s = Setup::new(&repos, "[poll]\ndiscovery = \"search\"\nsweep_every = 3\n");
+    for r in repos {
+        s.gitea.add_pull(r, 1, SHA);
+    }
+    let old = support::gitea_double::now_secs() - chrono::Duration::hours(1);
+    let edited = s.gitea.comment_at("o/d", 1, true, "alice", "draft", old);
+    // Make the PRs look old (as if untouched for an hour).
+    for r in repos {
+        s.gitea.state.lock().unwrap().repos.get_mut(r).unwrap().pulls.get_mut(&1).unwrap().updated = old;
+    }
+    let mut p = s.poller();
+    assert_eq!(p.cycle().requests, 4, "cycle 0 is a sweep");
+    let idle = p.cycle();
+    assert_eq!(idle.requests, 1, "an idle search cycle is one request: {:?}", s.gitea.log());
+    // A new comment bumps its PR: found by the next search, only o/c is listed.
+    s.gitea.comment("o/c", 1, "alice", "!testme");
+    let n = s.gitea.requests();
+    let found = p.cycle();
+    assert_eq!(found.triggers, 1);
+    let log = s.gitea.log();
+    let listed: Vec<&String> = log[n..].iter().filter(|l| l.contains("/issues/comments")).collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].contains("/repos/o/c/"));
+    // An edit does not bump the PR: the search misses it, the sweep (cycle 3) finds it.
+    {
+        let mut st = s.gitea.state.lock().unwrap();
+        let c = st.repos.get_mut("o/d").unwrap().comments.iter_mut().find(|c| c.id == edited).unwrap();
+        c.body = "!testme".into();
+        c.updated = support::gitea_double::now_secs();
+    }
+    let swept = p.cycle();
+    assert_eq!(swept.triggers, 1, "the sweep lists every repo");
+    assert_eq!(s.requests().len(), 2);
+    let idle = p.cycle();
+    assert!(idle.requests <= 3, "search plus the recently bumped repos: {}", idle.requests);
+}
+
+#[test]
+fn search_failure_falls_back_to_listing_every_repo() {
+    let s = Setup::new(&["o/a", "o/b"], "[poll]\ndiscovery = \"search\"\n");
+    s.gitea.add_pull("o/b", 1, SHA);
+    let mut p = s.poller();
+    p.cycle();
+    s.gitea.fault("/repos/issues/search", FaultKind::Status(500), 1);
+    s.gitea.comment("o/b", 1, "alice", "!testme");
+    let stats = p.cycle();
+    // search (failed) + 2 listings + membership + PR + status + PR comment
+    assert_eq!(stats.requests, 1 + 2 + 1 + 1 + 2, "{:?}", s.gitea.log());
+    assert_eq!(s.requests().len(), 1);
+}
+
+#[test]
 fn edited_comment_that_now_triggers_is_seen() {
     let repo = "o/r";
     let s = Setup::new(&[repo], "");

@@ -149,6 +149,22 @@ pub struct Pull {
     pub base: Branch,
 }
 
+/// The repository of an `Issue` in search results (`RepositoryMeta`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RepositoryMeta {
+    #[serde(default)]
+    pub full_name: String,
+}
+
+/// An `Issue` from `GET /repos/issues/search` (only the fields used).
+#[derive(Debug, Clone, Deserialize)]
+pub struct IssueHit {
+    pub number: u64,
+    #[serde(default)]
+    pub updated_at: String,
+    pub repository: Option<RepositoryMeta>,
+}
+
 /// `CreateStatusOption`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusOption {
@@ -322,6 +338,27 @@ impl Client {
     ) -> Result<(Vec<Comment>, Option<u64>)> {
         let path = format!("/repos/{repo}/issues/comments");
         let query = [
+            ("since", since.to_string()),
+            ("page", page.to_string()),
+            ("limit", PAGE_LIMIT.to_string()),
+        ];
+        let (status, headers, bytes) = self.send("GET", &path, &query, None)?;
+        let what = format!("GET {path}");
+        self.expect(what.clone(), status, &[200], &bytes)?;
+        let total = headers
+            .get("X-Total-Count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok((Self::json(what, &bytes)?, total))
+    }
+
+    /// One page of pull requests (any repo the bot can see, open or closed) updated
+    /// at or after `since`: a new comment bumps its pull request's update time.
+    pub fn search_pulls(&self, since: &str, page: usize) -> Result<(Vec<IssueHit>, Option<u64>)> {
+        let path = "/repos/issues/search".to_string();
+        let query = [
+            ("type", "pulls".to_string()),
+            ("state", "all".to_string()),
             ("since", since.to_string()),
             ("page", page.to_string()),
             ("limit", PAGE_LIMIT.to_string()),

@@ -9,7 +9,7 @@ use super::ledger::{self, Ledger, Outcome, RunRecord};
 use super::report::{self, View};
 use super::trigger;
 use super::webhook::Event;
-use crate::config::{Config, GiteaConfig, RepoConfig};
+use crate::config::{Config, Discovery, GiteaConfig, RepoConfig};
 use crate::request::RunRequest;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::Digest;
@@ -72,7 +72,13 @@ pub struct Poller {
     watchdog: Option<Duration>,
     last_ping: Instant,
     recovered: bool,
+    cycles: u64,
+    /// `discovery = "search"`: the `since` of the next issue search.
+    search_cursor: Option<DateTime<Utc>>,
 }
+
+/// How far behind the newest update the issue search looks again (indexer lag).
+const SEARCH_MARGIN_S: i64 = 60;
 
 impl Poller {
     pub fn new(config: Config, stop: Arc<AtomicBool>) -> Result<Poller, StartError> {
@@ -99,6 +105,8 @@ impl Poller {
             watchdog,
             last_ping: Instant::now(),
             recovered: false,
+            cycles: 0,
+            search_cursor: None,
         })
     }
 
@@ -215,7 +223,8 @@ impl Poller {
             tracing::info!("rate limited: skipping this cycle's gitea requests");
         } else {
             self.backoff_until = None;
-            let repos = self.config.repos.clone();
+            let repos = self.repos_to_list();
+            self.cycles += 1;
             for repo in &repos {
                 if self.stopping() {
                     tracing::info!("stop requested: ending the cycle early");
@@ -252,6 +261,58 @@ impl Poller {
         };
         tracing::debug!(requests = stats.requests, elapsed_ms = stats.elapsed.as_millis() as u64, "cycle done");
         stats
+    }
+
+    /// The repos whose comments this cycle lists: all of them, or with
+    /// `discovery = "search"` only those with recently updated pull requests (and all
+    /// of them every `sweep_every` cycles, or when the search fails).
+    fn repos_to_list(&mut self) -> Vec<RepoConfig> {
+        let all = self.config.repos.clone();
+        if self.config.poll.discovery != Discovery::Search
+            || self.cycles % self.config.poll.sweep_every == 0
+        {
+            // A sweep: the search cursor restarts from now (minus the margin).
+            self.search_cursor = Some(Utc::now() - chrono::Duration::seconds(SEARCH_MARGIN_S));
+            return all;
+        }
+        let since = rfc3339(
+            self.search_cursor
+                .unwrap_or_else(|| Utc::now() - chrono::Duration::seconds(self.config.poll.lookback_s as i64)),
+        );
+        let mut names = std::collections::HashSet::new();
+        let mut newest: Option<DateTime<Utc>> = None;
+        let mut page = 1;
+        loop {
+            match self.client.search_pulls(&since, page) {
+                Ok((hits, total)) => {
+                    let n = hits.len();
+                    for h in hits {
+                        if let Some(r) = h.repository {
+                            names.insert(r.full_name.to_ascii_lowercase());
+                        }
+                        if let Some(t) = parse_time(&h.updated_at) {
+                            newest = Some(newest.map_or(t, |x| x.max(t)));
+                        }
+                    }
+                    if n < PAGE_LIMIT || total.is_some_and(|t| (page * PAGE_LIMIT) as u64 >= t) {
+                        break;
+                    }
+                    page += 1;
+                }
+                Err(e) => {
+                    tracing::warn!("issue search failed, listing every repo this cycle: {e}");
+                    return all;
+                }
+            }
+        }
+        // Keep a margin behind the newest hit: the issue indexer may lag behind.
+        if let Some(t) = newest {
+            let c = t - chrono::Duration::seconds(SEARCH_MARGIN_S);
+            self.search_cursor = Some(self.search_cursor.map_or(c, |old| old.max(c)));
+        }
+        all.into_iter()
+            .filter(|r| names.contains(&r.repo.to_ascii_lowercase()))
+            .collect()
     }
 
     /// List comments updated since the repo's cursor (all pages), act on triggers,

@@ -32,6 +32,8 @@ pub struct StoredPull {
     pub head_sha: String,
     pub head_ref: String,
     pub fork_deleted: bool,
+    /// The issue's `updated_unix`: a new comment bumps it, an edit does not.
+    pub updated: DateTime<Utc>,
 }
 
 #[derive(Debug, Default)]
@@ -141,6 +143,7 @@ impl GiteaDouble {
                 head_sha: sha.into(),
                 head_ref: format!("feature-{number}"),
                 fork_deleted: false,
+                updated: now_secs(),
             },
         );
     }
@@ -165,6 +168,11 @@ impl GiteaDouble {
         let mut st = self.state.lock().unwrap();
         st.next_id += 1;
         let id = st.next_id;
+        if is_pr {
+            if let Some(p) = st.repos.get_mut(repo).and_then(|r| r.pulls.get_mut(&pr)) {
+                p.updated = p.updated.max(at);
+            }
+        }
         st.repos.entry(repo.into()).or_default().comments.push(StoredComment {
             id,
             pr: is_pr.then_some(pr),
@@ -393,6 +401,41 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
             let member = st.members.get(*org).is_some_and(|m| m.contains(*user));
             if member { resp(204, Value::Null) } else { not_found() }
         }
+        ("GET", ["repos", "issues", "search"]) => {
+            // Only what the poller asks: type=pulls, state=all, since (inclusive).
+            let since = match req.query.get("since").map(|s| DateTime::parse_from_rfc3339(s)) {
+                Some(Ok(t)) => Some(t.with_timezone(&Utc).timestamp()),
+                Some(Err(_)) => return resp(422, json!({"message": "invalid since"})),
+                None => None,
+            };
+            let mut hits: Vec<(DateTime<Utc>, String, u64)> = Vec::new();
+            for (full, r) in &st.repos {
+                for p in r.pulls.values() {
+                    if since.is_none_or(|s| p.updated.timestamp() >= s) {
+                        hits.push((p.updated, full.clone(), p.number));
+                    }
+                }
+            }
+            // Gitea sorts search results by most recently updated.
+            hits.sort_by(|a, b| b.cmp(a));
+            let total = hits.len();
+            let limit = req.query.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(30).clamp(1, 50);
+            let page = req.query.get("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).max(1);
+            let body: Vec<Value> = hits
+                .into_iter()
+                .skip((page - 1) * limit)
+                .take(limit)
+                .map(|(t, full, n)| {
+                    let (owner, name) = full.split_once('/').unwrap();
+                    json!({"id": n + 9000, "number": n, "title": "a change", "state": "open",
+                        "updated_at": ts(t), "pull_request": {"merged": false},
+                        "repository": {"id": 1, "name": name, "owner": owner, "full_name": full}})
+                })
+                .collect();
+            let mut r = resp(200, Value::Array(body));
+            r.headers.push(("X-Total-Count".into(), total.to_string()));
+            r
+        }
         (m, ["repos", owner, name, rest @ ..]) => {
             let full = format!("{owner}/{name}");
             if !st.repos.contains_key(&full) {
@@ -480,7 +523,11 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
                         updated: now_secs(),
                     };
                     let j = comment_json(&base, &full, &c);
-                    st.repos.get_mut(&full).unwrap().comments.push(c);
+                    let r = st.repos.get_mut(&full).unwrap();
+                    if let Some(p) = r.pulls.get_mut(&n) {
+                        p.updated = c.updated;
+                    }
+                    r.comments.push(c);
                     resp(201, j)
                 }
                 ("PATCH", ["issues", "comments", id]) => {
