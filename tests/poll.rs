@@ -540,6 +540,26 @@ fn runner_that_never_produces_results_is_reported_as_error() {
     assert!(body.contains("did not start"), "{body}");
 }
 
+#[test]
+fn launch_that_keeps_failing_is_retried_then_reported_as_error() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "[poll]\nstart_timeout_s = 1\n");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, text.replace("command = [\"/bin/sh\"", "command = [\"/nonexistent/runner\"")).unwrap();
+    s.gitea.add_pull(repo, 7, SHA);
+    s.gitea.comment(repo, 7, "alice", "!testme");
+    let mut p = s.poller();
+    p.cycle();
+    assert_eq!(s.requests().len(), 1, "the request is kept");
+    assert_eq!(s.gitea.statuses().last().unwrap().state, "pending");
+    std::thread::sleep(Duration::from_millis(2100));
+    p.cycle();
+    let last = s.gitea.statuses().last().unwrap().clone();
+    assert_eq!(last.state, "error");
+    assert!(last.description.contains("could not be started"), "{}", last.description);
+    assert_eq!(s.requests().len(), 1);
+}
+
 // ---------------------------------------------------------------- launch
 
 #[test]
@@ -915,4 +935,17 @@ fn watchdog_is_pinged_when_enabled() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(ok);
+}
+
+#[test]
+fn example_config_loads_with_every_section() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cc-ci.toml");
+    let c = Config::load(&path).unwrap();
+    let g = c.gitea.as_ref().unwrap();
+    assert_eq!(g.url, "https://git.example.org");
+    assert_eq!(c.trigger.org.as_deref(), Some("coop-cloud"));
+    assert_eq!(c.repos.len(), 2);
+    assert!(c.webhook.is_some());
+    assert_eq!(c.launch.kind, ccci::config::LaunchKind::Systemd);
+    assert_eq!(c.report.base_url.as_deref(), Some("https://ci.example.org/runs"));
 }

@@ -53,6 +53,9 @@ pub struct RunRecord {
     pub pr: Option<u64>,
     pub sha: String,
     pub comment_id: Option<u64>,
+    /// When the run was requested (RFC 3339).
+    #[serde(default)]
+    pub requested_at: Option<String>,
     /// When the runner was started (RFC 3339); `None` until launch succeeded.
     pub launched_at: Option<String>,
     /// The PR comment edited in place as the run progresses.

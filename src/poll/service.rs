@@ -633,7 +633,22 @@ impl Poller {
                 }
             }
             Some(r) => View::Results(r),
-            None if rec.launched_at.is_none() => View::Starting,
+            None if rec.launched_at.is_none() => {
+                let waited = rec
+                    .requested_at
+                    .as_deref()
+                    .and_then(parse_time)
+                    .map(|t| (Utc::now() - t).to_std().unwrap_or_default())
+                    .unwrap_or_default();
+                if waited > timeout {
+                    View::Lost(format!(
+                        "runner could not be started within {}s",
+                        timeout.as_secs()
+                    ))
+                } else {
+                    View::Starting
+                }
+            }
             None => {
                 if since_launch > timeout && !self.launcher.is_alive(&rec.run_id) {
                     View::Lost(format!(
@@ -739,6 +754,7 @@ fn record_for(req: &RunRequest) -> RunRecord {
         pr: req.pr,
         sha: req.sha.clone(),
         comment_id: req.comment_id,
+        requested_at: Some(req.requested_at.clone()),
         ..RunRecord::default()
     }
 }
