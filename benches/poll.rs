@@ -15,7 +15,9 @@ use std::time::Duration;
 const CYCLES: usize = 20;
 
 fn main() {
-    println!("| discovery | repos | requests/cycle (double) | requests/cycle (client) | cycle time median | cycle time max |");
+    println!(
+        "| discovery | repos | requests/cycle (double) | requests/cycle (client) | cycle time median | cycle time max |"
+    );
     println!("|---|---:|---:|---:|---:|---:|");
     for discovery in ["per-repo", "search"] {
         for n in [1usize, 50, 500] {
@@ -51,8 +53,20 @@ fn measure(n: usize, discovery: &str) -> (f64, f64, Duration, Duration) {
         let old = gitea_double::now_secs() - chrono::Duration::hours(1);
         gitea.comment_at(&repo, 1, true, "someone", "looks good", old);
         // Untouched for an hour: the issue search has nothing to report.
-        gitea.state.lock().unwrap().repos.get_mut(&repo).unwrap().pulls.get_mut(&1).unwrap().updated = old;
-        toml.push_str(&format!("[[repos]]\nrepo = \"{repo}\"\nrecipe = \"r{i}\"\n\n"));
+        gitea
+            .state
+            .lock()
+            .unwrap()
+            .repos
+            .get_mut(&repo)
+            .unwrap()
+            .pulls
+            .get_mut(&1)
+            .unwrap()
+            .updated = old;
+        toml.push_str(&format!(
+            "[[repos]]\nrepo = \"{repo}\"\nrecipe = \"r{i}\"\n\n"
+        ));
     }
     let path = dir.path().join("cc-ci.toml");
     std::fs::write(&path, toml.replace("[poll]", "[poll]\nlookback_s = 7200")).unwrap();
@@ -69,5 +83,10 @@ fn measure(n: usize, discovery: &str) -> (f64, f64, Duration, Duration) {
     }
     let double = (gitea.requests() - before) as f64 / CYCLES as f64;
     times.sort();
-    (double, client as f64 / CYCLES as f64, times[CYCLES / 2], times[CYCLES - 1])
+    (
+        double,
+        client as f64 / CYCLES as f64,
+        times[CYCLES / 2],
+        times[CYCLES - 1],
+    )
 }

@@ -64,7 +64,9 @@ base_url = "https://ci.example.org/runs"
         );
         for r in repos {
             let recipe = r.rsplit('/').next().unwrap();
-            toml.push_str(&format!("[[repos]]\nrepo = \"{r}\"\nrecipe = \"{recipe}\"\n\n"));
+            toml.push_str(&format!(
+                "[[repos]]\nrepo = \"{r}\"\nrecipe = \"{recipe}\"\n\n"
+            ));
         }
         let config = dir.path().join("cc-ci.toml");
         std::fs::write(&config, toml).unwrap();
@@ -82,7 +84,9 @@ base_url = "https://ci.example.org/runs"
 
     fn requests(&self) -> Vec<RunRequest> {
         let dir = self.state().join("requests");
-        let Ok(rd) = std::fs::read_dir(&dir) else { return vec![] };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return vec![];
+        };
         let mut v: Vec<RunRequest> = rd
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -109,7 +113,9 @@ base_url = "https://ci.example.org/runs"
     fn bin(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cc-ci"));
         c.arg("poll").arg("--config").arg(&self.config);
-        c.env_remove("NOTIFY_SOCKET").env_remove("JOURNAL_STREAM").env_remove("LISTEN_FDS");
+        c.env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("LISTEN_FDS");
         c
     }
 }
@@ -133,7 +139,12 @@ fn wait_for(mut cond: impl FnMut() -> bool, timeout: Duration) -> bool {
     cond()
 }
 
-fn results(status: &str, level: u8, cause: Option<&str>, tiers: &[(&str, &str, Option<&str>)]) -> String {
+fn results(
+    status: &str,
+    level: u8,
+    cause: Option<&str>,
+    tiers: &[(&str, &str, Option<&str>)],
+) -> String {
     let tiers: Vec<serde_json::Value> = tiers
         .iter()
         .map(|(n, s, c)| serde_json::json!({"name": n, "status": s, "started_at": null, "duration_s": 1.5, "cause": c, "reason": null}))
@@ -154,7 +165,12 @@ fn results(status: &str, level: u8, cause: Option<&str>, tiers: &[(&str, &str, O
 fn member_trigger_starts_exactly_one_run_and_reports_pending() {
     let s = Setup::new(&["recipe-maintainers/ghost"], "");
     s.gitea.add_pull("recipe-maintainers/ghost", 7, SHA);
-    let id = s.gitea.comment("recipe-maintainers/ghost", 7, "alice", "looks good\n!testme\n");
+    let id = s.gitea.comment(
+        "recipe-maintainers/ghost",
+        7,
+        "alice",
+        "looks good\n!testme\n",
+    );
     let mut p = s.poller();
     let stats = p.cycle();
     assert_eq!(stats.triggers, 1);
@@ -167,20 +183,35 @@ fn member_trigger_starts_exactly_one_run_and_reports_pending() {
     assert_eq!(r.pr, Some(7));
     assert_eq!(r.sha, SHA);
     assert_eq!(r.git_ref, "refs/pull/7/head");
-    assert_eq!(r.clone_url, format!("{}/recipe-maintainers/ghost.git", s.gitea.url));
+    assert_eq!(
+        r.clone_url,
+        format!("{}/recipe-maintainers/ghost.git", s.gitea.url)
+    );
     assert_eq!(r.comment_id, Some(id));
     assert_eq!(r.requested_by, "alice");
     assert!(ccci::runid::is_valid(&r.run_id));
 
     let launched = s.launched(1);
-    assert_eq!(launched, vec![s.state().join("requests").join(format!("{}.json", r.run_id)).display().to_string()]);
+    assert_eq!(
+        launched,
+        vec![
+            s.state()
+                .join("requests")
+                .join(format!("{}.json", r.run_id))
+                .display()
+                .to_string()
+        ]
+    );
 
     let st = s.gitea.statuses();
     assert_eq!(st.len(), 1);
     assert_eq!(st[0].state, "pending");
     assert_eq!(st[0].sha, SHA);
     assert_eq!(st[0].context, "cc-ci");
-    assert_eq!(st[0].target_url, format!("https://ci.example.org/runs/{}/", r.run_id));
+    assert_eq!(
+        st[0].target_url,
+        format!("https://ci.example.org/runs/{}/", r.run_id)
+    );
     let bot = s.gitea.comments_by("recipe-maintainers/ghost", BOT);
     assert_eq!(bot.len(), 1, "one PR comment per run");
     assert!(bot[0].body.contains(&r.run_id));
@@ -193,8 +224,59 @@ fn member_trigger_starts_exactly_one_run_and_reports_pending() {
     p.cycle();
     assert_eq!(s.requests().len(), 1);
     assert_eq!(s.launched(1).len(), 1);
-    assert_eq!(s.gitea.comments_by("recipe-maintainers/ghost", BOT).len(), 1);
+    assert_eq!(
+        s.gitea.comments_by("recipe-maintainers/ghost", BOT).len(),
+        1
+    );
     assert_eq!(s.gitea.statuses().len(), 1);
+}
+
+#[test]
+fn second_trigger_on_same_pr_queues_and_says_so() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 7, SHA);
+    s.gitea.comment(repo, 7, "alice", "!testme");
+    let mut p = s.poller();
+    p.cycle();
+    s.gitea.comment(repo, 7, "alice", "!testme");
+    p.cycle();
+    let mut reqs = s.requests();
+    reqs.sort_by_key(|r| r.comment_id);
+    assert_eq!(
+        reqs.len(),
+        2,
+        "each comment is its own run; the runner's lock serializes them"
+    );
+    let bot = s.gitea.comments_by(repo, BOT);
+    assert_eq!(bot.len(), 2);
+    assert!(
+        bot[1]
+            .body
+            .contains(&format!("queued behind run `{}`", reqs[0].run_id)),
+        "{}",
+        bot[1].body
+    );
+}
+
+#[test]
+fn failing_pr_lookup_does_not_block_other_triggers_and_is_retried() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 1, SHA);
+    s.gitea.add_pull(repo, 2, SHA);
+    s.gitea.comment(repo, 1, "alice", "!testme");
+    s.gitea.comment(repo, 2, "alice", "!testme");
+    s.gitea
+        .fault("/repos/o/r/pulls/1", FaultKind::Status(500), 1);
+    let mut p = s.poller();
+    p.cycle();
+    assert_eq!(
+        s.requests().iter().map(|r| r.pr).collect::<Vec<_>>(),
+        vec![Some(2)]
+    );
+    p.cycle();
+    assert_eq!(s.requests().len(), 2);
 }
 
 #[test]
@@ -202,7 +284,14 @@ fn non_triggers_do_not_start_runs() {
     let repo = "o/r";
     let s = Setup::new(&[repo], "");
     s.gitea.add_pull(repo, 1, SHA);
-    s.gitea.comment_at(repo, 2, false, "alice", "!testme", support::gitea_double::now_secs()); // an issue
+    s.gitea.comment_at(
+        repo,
+        2,
+        false,
+        "alice",
+        "!testme",
+        support::gitea_double::now_secs(),
+    ); // an issue
     s.gitea.comment(repo, 1, "alice", "> !testme\nquoted");
     s.gitea.comment(repo, 1, "alice", "```\n!testme\n```");
     s.gitea.comment(repo, 1, "alice", "please !testme");
@@ -212,7 +301,11 @@ fn non_triggers_do_not_start_runs() {
     assert!(s.requests().is_empty());
     assert!(s.gitea.statuses().is_empty());
     // No PR was even looked at, no membership asked.
-    assert!(s.gitea.log().iter().all(|l| l.contains("/issues/comments")), "{:?}", s.gitea.log());
+    assert!(
+        s.gitea.log().iter().all(|l| l.contains("/issues/comments")),
+        "{:?}",
+        s.gitea.log()
+    );
 }
 
 #[test]
@@ -265,7 +358,10 @@ fn bot_outside_org_sees_303_and_denies() {
     s.gitea.add_pull(repo, 3, SHA);
     s.gitea.comment(repo, 3, "alice", "!testme");
     s.poller().cycle();
-    assert!(s.requests().is_empty(), "303 is not membership and is not followed");
+    assert!(
+        s.requests().is_empty(),
+        "303 is not membership and is not followed"
+    );
     assert!(!s.gitea.log().iter().any(|l| l.contains("public_members")));
 }
 
@@ -281,10 +377,20 @@ fn pages_through_all_comments_with_explicit_page_and_limit() {
     let mut p = s.poller();
     let stats = p.cycle();
     assert_eq!(stats.triggers, 1);
-    let lists: Vec<String> = s.gitea.log().into_iter().filter(|l| l.contains("/issues/comments")).collect();
+    let lists: Vec<String> = s
+        .gitea
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("/issues/comments"))
+        .collect();
     assert_eq!(lists.len(), 3, "{lists:?}");
     for (i, l) in lists.iter().enumerate() {
-        assert!(l.contains(&format!("page={}", i + 1)) && l.contains("limit=50") && l.contains("since="), "{l}");
+        assert!(
+            l.contains(&format!("page={}", i + 1))
+                && l.contains("limit=50")
+                && l.contains("since="),
+            "{l}"
+        );
     }
     assert_eq!(s.requests().len(), 1);
 }
@@ -305,7 +411,8 @@ fn idle_cycle_costs_one_request_per_repo_and_resumes_from_cursor() {
     assert_eq!(stats.requests, 3);
     // The cursor is the newest comment's updated time, persisted across restarts.
     let cursors: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(s.state().join("poller/cursors.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(s.state().join("poller/cursors.json")).unwrap())
+            .unwrap();
     assert!(cursors["o/a"].as_str().unwrap().ends_with('Z'));
     // A comment arriving later is seen.
     s.gitea.comment("o/b", 1, "alice", "!testme");
@@ -324,25 +431,50 @@ fn search_discovery_costs_one_request_when_idle_and_misses_nothing() {
     let edited = s.gitea.comment_at("o/d", 1, true, "alice", "draft", old);
     // Make the PRs look old (as if untouched for an hour).
     for r in repos {
-        s.gitea.state.lock().unwrap().repos.get_mut(r).unwrap().pulls.get_mut(&1).unwrap().updated = old;
+        s.gitea
+            .state
+            .lock()
+            .unwrap()
+            .repos
+            .get_mut(r)
+            .unwrap()
+            .pulls
+            .get_mut(&1)
+            .unwrap()
+            .updated = old;
     }
     let mut p = s.poller();
     assert_eq!(p.cycle().requests, 4, "cycle 0 is a sweep");
     let idle = p.cycle();
-    assert_eq!(idle.requests, 1, "an idle search cycle is one request: {:?}", s.gitea.log());
+    assert_eq!(
+        idle.requests,
+        1,
+        "an idle search cycle is one request: {:?}",
+        s.gitea.log()
+    );
     // A new comment bumps its PR: found by the next search, only o/c is listed.
     s.gitea.comment("o/c", 1, "alice", "!testme");
     let n = s.gitea.requests();
     let found = p.cycle();
     assert_eq!(found.triggers, 1);
     let log = s.gitea.log();
-    let listed: Vec<&String> = log[n..].iter().filter(|l| l.contains("/issues/comments")).collect();
+    let listed: Vec<&String> = log[n..]
+        .iter()
+        .filter(|l| l.contains("/issues/comments"))
+        .collect();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert!(listed[0].contains("/repos/o/c/"));
     // An edit does not bump the PR: the search misses it, the sweep (cycle 3) finds it.
     {
         let mut st = s.gitea.state.lock().unwrap();
-        let c = st.repos.get_mut("o/d").unwrap().comments.iter_mut().find(|c| c.id == edited).unwrap();
+        let c = st
+            .repos
+            .get_mut("o/d")
+            .unwrap()
+            .comments
+            .iter_mut()
+            .find(|c| c.id == edited)
+            .unwrap();
         c.body = "!testme".into();
         c.updated = support::gitea_double::now_secs();
     }
@@ -350,7 +482,11 @@ fn search_discovery_costs_one_request_when_idle_and_misses_nothing() {
     assert_eq!(swept.triggers, 1, "the sweep lists every repo");
     assert_eq!(s.requests().len(), 2);
     let idle = p.cycle();
-    assert!(idle.requests <= 3, "search plus the recently bumped repos: {}", idle.requests);
+    assert!(
+        idle.requests <= 3,
+        "search plus the recently bumped repos: {}",
+        idle.requests
+    );
 }
 
 #[test]
@@ -359,7 +495,8 @@ fn search_failure_falls_back_to_listing_every_repo() {
     s.gitea.add_pull("o/b", 1, SHA);
     let mut p = s.poller();
     p.cycle();
-    s.gitea.fault("/repos/issues/search", FaultKind::Status(500), 1);
+    s.gitea
+        .fault("/repos/issues/search", FaultKind::Status(500), 1);
     s.gitea.comment("o/b", 1, "alice", "!testme");
     let stats = p.cycle();
     // search (failed) + 2 listings + membership + PR + status + PR comment
@@ -378,7 +515,14 @@ fn edited_comment_that_now_triggers_is_seen() {
     std::thread::sleep(Duration::from_millis(1100));
     {
         let mut st = s.gitea.state.lock().unwrap();
-        let c = st.repos.get_mut(repo).unwrap().comments.iter_mut().find(|c| c.id == id).unwrap();
+        let c = st
+            .repos
+            .get_mut(repo)
+            .unwrap()
+            .comments
+            .iter_mut()
+            .find(|c| c.id == id)
+            .unwrap();
         c.body = "!testme".into();
         c.updated = support::gitea_double::now_secs();
     }
@@ -394,14 +538,26 @@ fn crash_between_request_and_launch_launches_exactly_once() {
     let s = Setup::new(&[repo], "");
     s.gitea.add_pull(repo, 1, SHA);
     let id = s.gitea.comment(repo, 1, "alice", "!testme");
-    let out = s.bin().arg("--once").env("CCCI_POLL_CRASH_AFTER_REQUEST", "1").output().unwrap();
+    let out = s
+        .bin()
+        .arg("--once")
+        .env("CCCI_POLL_CRASH_AFTER_REQUEST", "1")
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "the fault hook aborts the process");
     let reqs = s.requests();
     assert_eq!(reqs.len(), 1, "the request was written before the crash");
-    assert!(read_lines(&s.dir.path().join("launched")).is_empty(), "not launched before the crash");
+    assert!(
+        read_lines(&s.dir.path().join("launched")).is_empty(),
+        "not launched before the crash"
+    );
 
     let out = s.bin().arg("--once").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let launched = s.launched(1);
     assert_eq!(launched.len(), 1);
     assert!(launched[0].ends_with(&format!("{}.json", reqs[0].run_id)));
@@ -454,36 +610,85 @@ fn progress_then_final_report_edits_one_comment() {
     let run_id = s.requests()[0].run_id.clone();
     let dir = s.run_dir(&run_id);
 
-    std::fs::write(dir.join("results.json"), results("running", 1, None, &[("install", "passed", None), ("upgrade", "running", None)])).unwrap();
+    std::fs::write(
+        dir.join("results.json"),
+        results(
+            "running",
+            1,
+            None,
+            &[("install", "passed", None), ("upgrade", "running", None)],
+        ),
+    )
+    .unwrap();
     p.cycle();
     let bot = s.gitea.comments_by(repo, BOT);
     assert_eq!(bot.len(), 1);
-    assert!(bot[0].body.contains("| install | passed |"), "{}", bot[0].body);
+    assert!(
+        bot[0].body.contains("| install | passed |"),
+        "{}",
+        bot[0].body
+    );
     assert!(bot[0].body.contains("| upgrade | running |"));
     assert_eq!(s.gitea.statuses().last().unwrap().state, "pending");
 
-    std::fs::write(dir.join("report.md"), "## cc-ci: ghost level 3/5\n\n| tier | result |\n|---|---|\n| install | passed |\n").unwrap();
+    std::fs::write(
+        dir.join("report.md"),
+        "## cc-ci: ghost level 3/5\n\n| tier | result |\n|---|---|\n| install | passed |\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.join("results.json"),
-        results("completed", 3, None, &[("install", "passed", None), ("upgrade", "passed", None), ("backup", "passed", None)]),
+        results(
+            "completed",
+            3,
+            None,
+            &[
+                ("install", "passed", None),
+                ("upgrade", "passed", None),
+                ("backup", "passed", None),
+            ],
+        ),
     )
     .unwrap();
     p.cycle();
     let bot = s.gitea.comments_by(repo, BOT);
     assert_eq!(bot.len(), 1, "edited in place, never a second comment");
-    assert!(bot[0].body.starts_with("## cc-ci: ghost level 3/5"), "{}", bot[0].body);
-    assert!(bot[0].body.contains(&format!("https://ci.example.org/runs/{run_id}/badge.svg")));
+    assert!(
+        bot[0].body.starts_with("## cc-ci: ghost level 3/5"),
+        "{}",
+        bot[0].body
+    );
+    assert!(
+        bot[0]
+            .body
+            .contains(&format!("https://ci.example.org/runs/{run_id}/badge.svg"))
+    );
     let last = s.gitea.statuses().last().unwrap().clone();
     assert_eq!(last.state, "success");
-    assert!(last.description.contains("level 3/5"), "{}", last.description);
-    assert_eq!(last.target_url, format!("https://ci.example.org/runs/{run_id}/"));
+    assert!(
+        last.description.contains("level 3/5"),
+        "{}",
+        last.description
+    );
+    assert_eq!(
+        last.target_url,
+        format!("https://ci.example.org/runs/{run_id}/")
+    );
 
     let n = s.gitea.requests();
     p.cycle();
-    assert_eq!(s.gitea.requests() - n, 1, "a finished run costs nothing more");
+    assert_eq!(
+        s.gitea.requests() - n,
+        1,
+        "a finished run costs nothing more"
+    );
 }
 
-fn finish_with(status: &str, cause: Option<&str>, tiers: &[(&str, &str, Option<&str>)]) -> (String, String, String) {
+fn finish_with(
+    status: &str,
+    cause: Option<&str>,
+    tiers: &[(&str, &str, Option<&str>)],
+) -> (String, String, String) {
     let repo = "o/r";
     let s = Setup::new(&[repo], "");
     s.gitea.add_pull(repo, 7, SHA);
@@ -502,20 +707,35 @@ fn finish_with(status: &str, cause: Option<&str>, tiers: &[(&str, &str, Option<&
 
 #[test]
 fn recipe_failure_is_failure() {
-    let (state, desc, _) = finish_with("completed", Some("recipe"), &[("install", "passed", None), ("upgrade", "failed", Some("recipe"))]);
+    let (state, desc, _) = finish_with(
+        "completed",
+        Some("recipe"),
+        &[
+            ("install", "passed", None),
+            ("upgrade", "failed", Some("recipe")),
+        ],
+    );
     assert_eq!(state, "failure");
     assert!(desc.contains("level 1/5"));
 }
 
 #[test]
 fn infrastructure_failure_is_error() {
-    let (state, _, _) = finish_with("completed", Some("infrastructure"), &[("install", "failed", Some("infrastructure"))]);
+    let (state, _, _) = finish_with(
+        "completed",
+        Some("infrastructure"),
+        &[("install", "failed", Some("infrastructure"))],
+    );
     assert_eq!(state, "error");
 }
 
 #[test]
 fn cancelled_run_says_so() {
-    let (state, desc, body) = finish_with("completed", Some("cancelled"), &[("install", "passed", None), ("upgrade", "not_run", None)]);
+    let (state, desc, body) = finish_with(
+        "completed",
+        Some("cancelled"),
+        &[("install", "passed", None), ("upgrade", "not_run", None)],
+    );
     assert_eq!(state, "error");
     assert!(desc.contains("cancelled"), "{desc}");
     assert!(body.contains("cancelled"), "{body}");
@@ -535,7 +755,11 @@ fn runner_that_never_produces_results_is_reported_as_error() {
     p.cycle();
     let last = s.gitea.statuses().last().unwrap().clone();
     assert_eq!(last.state, "error");
-    assert!(last.description.contains("did not start"), "{}", last.description);
+    assert!(
+        last.description.contains("did not start"),
+        "{}",
+        last.description
+    );
     let body = &s.gitea.comments_by(repo, BOT)[0].body;
     assert!(body.contains("did not start"), "{body}");
 }
@@ -545,7 +769,14 @@ fn launch_that_keeps_failing_is_retried_then_reported_as_error() {
     let repo = "o/r";
     let s = Setup::new(&[repo], "[poll]\nstart_timeout_s = 1\n");
     let text = std::fs::read_to_string(&s.config).unwrap();
-    std::fs::write(&s.config, text.replace("command = [\"/bin/sh\"", "command = [\"/nonexistent/runner\"")).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace(
+            "command = [\"/bin/sh\"",
+            "command = [\"/nonexistent/runner\"",
+        ),
+    )
+    .unwrap();
     s.gitea.add_pull(repo, 7, SHA);
     s.gitea.comment(repo, 7, "alice", "!testme");
     let mut p = s.poller();
@@ -556,7 +787,11 @@ fn launch_that_keeps_failing_is_retried_then_reported_as_error() {
     p.cycle();
     let last = s.gitea.statuses().last().unwrap().clone();
     assert_eq!(last.state, "error");
-    assert!(last.description.contains("could not be started"), "{}", last.description);
+    assert!(
+        last.description.contains("could not be started"),
+        "{}",
+        last.description
+    );
     assert_eq!(s.requests().len(), 1);
 }
 
@@ -568,9 +803,23 @@ fn systemd_launch_starts_escaped_template_instance() {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("systemctl");
     let log = dir.path().join("systemctl.log");
-    std::fs::write(&fake, format!("#!/bin/sh\necho \"$@\" >> {}\n", log.display())).unwrap();
-    Command::new("chmod").arg("755").arg(&fake).status().unwrap();
-    let s = Setup::new(&[repo], &format!("[launch]\nkind = \"systemd\"\nsystemctl = \"{}\"\n", fake.display()));
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", log.display()),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&fake)
+        .status()
+        .unwrap();
+    let s = Setup::new(
+        &[repo],
+        &format!(
+            "[launch]\nkind = \"systemd\"\nsystemctl = \"{}\"\n",
+            fake.display()
+        ),
+    );
     // The setup's [launch] comes first; use a config with only the systemd one.
     let text = std::fs::read_to_string(&s.config).unwrap();
     let start = text.find("[launch]\nkind = \"command\"").unwrap();
@@ -582,7 +831,10 @@ fn systemd_launch_starts_escaped_template_instance() {
     let run_id = s.requests()[0].run_id.clone();
     let lines = read_lines(&log);
     let escaped = run_id.replace('-', "\\x2d");
-    assert_eq!(lines[0], format!("start --no-block cc-ci-runner@{escaped}.service"));
+    assert_eq!(
+        lines[0],
+        format!("start --no-block cc-ci-runner@{escaped}.service")
+    );
 }
 
 // ---------------------------------------------------------------- faults
@@ -607,10 +859,17 @@ fn server_error_on_one_repo_does_not_stop_the_others_and_is_retried() {
         s.gitea.add_pull(r, 1, SHA);
         s.gitea.comment(r, 1, "alice", "!testme");
     }
-    s.gitea.fault("/repos/o/a/issues/comments", FaultKind::Status(502), 1);
+    s.gitea
+        .fault("/repos/o/a/issues/comments", FaultKind::Status(502), 1);
     let mut p = s.poller();
     p.cycle();
-    assert_eq!(s.requests().iter().map(|r| r.repo.as_str()).collect::<Vec<_>>(), vec!["o/b"]);
+    assert_eq!(
+        s.requests()
+            .iter()
+            .map(|r| r.repo.as_str())
+            .collect::<Vec<_>>(),
+        vec!["o/b"]
+    );
     p.cycle();
     assert_eq!(s.requests().len(), 2);
 }
@@ -622,11 +881,18 @@ fn timeout_is_an_error_for_that_repo_only() {
         s.gitea.add_pull(r, 1, SHA);
         s.gitea.comment(r, 1, "alice", "!testme");
     }
-    s.gitea.fault("/repos/o/a/issues/comments", FaultKind::Delay(Duration::from_secs(4)), 1);
+    s.gitea.fault(
+        "/repos/o/a/issues/comments",
+        FaultKind::Delay(Duration::from_secs(4)),
+        1,
+    );
     let mut p = s.poller();
     let t = Instant::now();
     p.cycle();
-    assert!(t.elapsed() < Duration::from_secs(4), "timeout_s = 2 bounds the wait");
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "timeout_s = 2 bounds the wait"
+    );
     assert_eq!(s.requests().len(), 1);
     p.cycle();
     assert_eq!(s.requests().len(), 2);
@@ -639,8 +905,10 @@ fn dropped_connection_and_malformed_json_are_retried_next_cycle() {
         s.gitea.add_pull(r, 1, SHA);
         s.gitea.comment(r, 1, "alice", "!testme");
     }
-    s.gitea.fault("/repos/o/a/issues/comments", FaultKind::Malformed, 1);
-    s.gitea.fault("/repos/o/b/issues/comments", FaultKind::Drop, 1);
+    s.gitea
+        .fault("/repos/o/a/issues/comments", FaultKind::Malformed, 1);
+    s.gitea
+        .fault("/repos/o/b/issues/comments", FaultKind::Drop, 1);
     let mut p = s.poller();
     p.cycle();
     assert!(s.requests().is_empty());
@@ -653,7 +921,8 @@ fn rate_limit_with_short_retry_after_is_waited_out() {
     let s = Setup::new(&["o/a"], "");
     s.gitea.add_pull("o/a", 1, SHA);
     s.gitea.comment("o/a", 1, "alice", "!testme");
-    s.gitea.fault("/repos/o/a/issues/comments", FaultKind::RateLimit(1), 1);
+    s.gitea
+        .fault("/repos/o/a/issues/comments", FaultKind::RateLimit(1), 1);
     let t = Instant::now();
     s.poller().cycle();
     assert!(t.elapsed() >= Duration::from_secs(1));
@@ -663,7 +932,8 @@ fn rate_limit_with_short_retry_after_is_waited_out() {
 #[test]
 fn rate_limit_with_long_retry_after_pauses_all_requests() {
     let s = Setup::new(&["o/a", "o/b"], "");
-    s.gitea.fault("/repos/o/a/issues/comments", FaultKind::RateLimit(120), 1);
+    s.gitea
+        .fault("/repos/o/a/issues/comments", FaultKind::RateLimit(120), 1);
     let mut p = s.poller();
     p.cycle();
     assert_eq!(s.gitea.requests(), 1, "stops at the 429");
@@ -686,19 +956,30 @@ fn deleted_or_closed_pull_request_starts_nothing() {
     p.cycle();
     p.cycle();
     assert!(s.requests().is_empty());
-    let pulls = s.gitea.log().iter().filter(|l| l.contains("/pulls/")).count();
+    let pulls = s
+        .gitea
+        .log()
+        .iter()
+        .filter(|l| l.contains("/pulls/"))
+        .count();
     assert_eq!(pulls, 2, "each looked at once, then remembered");
 }
 
 #[test]
 fn missing_enrolled_repo_is_logged_and_others_work() {
-    let s = Setup::new(&["o/a"], "[[repos]]\nrepo = \"o/gone\"\nrecipe = \"gone\"\n");
+    let s = Setup::new(
+        &["o/a"],
+        "[[repos]]\nrepo = \"o/gone\"\nrecipe = \"gone\"\n",
+    );
     s.gitea.add_pull("o/a", 1, SHA);
     s.gitea.comment("o/a", 1, "alice", "!testme");
     let out = s.bin().arg("--once").output().unwrap();
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("o/gone") && err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("o/gone") && err.contains("does not exist"),
+        "{err}"
+    );
     assert_eq!(s.requests().len(), 1);
 }
 
@@ -709,7 +990,8 @@ fn huge_comment_body_is_handled() {
     let mut body = "x".repeat(3 * 1024 * 1024);
     body.push_str("\n!testme\n");
     s.gitea.comment("o/a", 1, "alice", &body);
-    s.gitea.comment("o/a", 1, "bob", &"y".repeat(2 * 1024 * 1024));
+    s.gitea
+        .comment("o/a", 1, "bob", &"y".repeat(2 * 1024 * 1024));
     s.poller().cycle();
     assert_eq!(s.requests().len(), 1);
 }
@@ -722,7 +1004,10 @@ fn missing_or_empty_token_file_refuses_to_start_naming_it() {
     let out = s.bin().arg("--once").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&token.display().to_string()) && err.contains("empty"), "{err}");
+    assert!(
+        err.contains(&token.display().to_string()) && err.contains("empty"),
+        "{err}"
+    );
     std::fs::remove_file(&token).unwrap();
     let out = s.bin().arg("--once").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -739,14 +1024,23 @@ fn unwritable_state_dir_refuses_to_start() {
     let out = s.bin().arg("--once").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not writable") && err.contains(&s.state().display().to_string()), "{err}");
+    assert!(
+        err.contains("not writable") && err.contains(&s.state().display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_config_key_is_an_error_with_suggestion() {
     let s = Setup::new(&["o/a"], "");
-    let text = std::fs::read_to_string(&s.config).unwrap().replace("interval_s", "x");
-    std::fs::write(&s.config, text.replace("[report]", "[poll]\nintervall_s = 3\n\n[report]")).unwrap();
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("interval_s", "x");
+    std::fs::write(
+        &s.config,
+        text.replace("[report]", "[poll]\nintervall_s = 3\n\n[report]"),
+    )
+    .unwrap();
     let out = s.bin().arg("--once").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -783,7 +1077,8 @@ impl Notify {
     fn new(dir: &Path) -> Notify {
         let path = dir.join("notify.sock");
         let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         Notify { sock, path }
     }
     fn wait_for(&self, what: &str, timeout: Duration) -> bool {
@@ -791,7 +1086,10 @@ impl Notify {
         let mut buf = [0u8; 4096];
         while start.elapsed() < timeout {
             if let Ok(n) = self.sock.recv(&mut buf) {
-                if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == what) {
+                if String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == what)
+                {
                     return true;
                 }
             }
@@ -801,7 +1099,11 @@ impl Notify {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn post(port: u16, event: &str, signature: Option<&str>, body: &str) -> u16 {
@@ -848,11 +1150,22 @@ fn webhook_checks_signature_and_shares_dedupe_with_poll() {
     .unwrap();
     s.gitea.add_pull(repo, 7, SHA);
     let notify = Notify::new(s.dir.path());
-    let mut child = s.bin().env("NOTIFY_SOCKET", &notify.path).stderr(Stdio::piped()).spawn().unwrap();
-    assert!(notify.wait_for("READY=1", Duration::from_secs(10)), "READY=1 sent");
+    let mut child = s
+        .bin()
+        .env("NOTIFY_SOCKET", &notify.path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        notify.wait_for("READY=1", Duration::from_secs(10)),
+        "READY=1 sent"
+    );
 
     // The comment appears in Gitea only now, after the first (hourly) cycle.
-    assert!(wait_for(|| s.gitea.log().iter().any(|l| l.contains("/issues/comments")), Duration::from_secs(5)));
+    assert!(wait_for(
+        || s.gitea.log().iter().any(|l| l.contains("/issues/comments")),
+        Duration::from_secs(5)
+    ));
     std::thread::sleep(Duration::from_millis(200));
     let id = s.gitea.comment(repo, 7, "alice", "!testme");
     let payload = serde_json::json!({
@@ -865,11 +1178,27 @@ fn webhook_checks_signature_and_shares_dedupe_with_poll() {
     })
     .to_string();
     assert_eq!(post(port, "issue_comment", None, &payload), 401);
-    assert_eq!(post(port, "issue_comment", Some(&sign("wrong", &payload)), &payload), 401);
-    assert_eq!(post(port, "issue_comment", Some(&"0".repeat(64)), &payload), 401);
+    assert_eq!(
+        post(
+            port,
+            "issue_comment",
+            Some(&sign("wrong", &payload)),
+            &payload
+        ),
+        401
+    );
+    assert_eq!(
+        post(port, "issue_comment", Some(&"0".repeat(64)), &payload),
+        401
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert!(s.requests().is_empty(), "a bad signature does nothing");
-    assert_eq!(s.gitea.requests(), 2, "only the first cycle's listing and bot check reached gitea: {:?}", s.gitea.log());
+    assert_eq!(
+        s.gitea.requests(),
+        2,
+        "only the first cycle's listing and bot check reached gitea: {:?}",
+        s.gitea.log()
+    );
 
     let good = sign("hook-secret-value", &payload);
     assert_eq!(post(port, "issue_comment", Some(&good), &payload), 202);
@@ -880,7 +1209,11 @@ fn webhook_checks_signature_and_shares_dedupe_with_poll() {
     assert_eq!(s.requests().len(), 1);
 
     // Stop cleanly on SIGTERM.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let t = Instant::now();
     let status = child.wait().unwrap();
     assert!(status.success());
@@ -893,7 +1226,10 @@ fn webhook_checks_signature_and_shares_dedupe_with_poll() {
     assert_eq!(s.launched(1).len(), 1);
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert!(!err.contains("hook-secret-value") && !err.contains(TOKEN), "{err}");
+    assert!(
+        !err.contains("hook-secret-value") && !err.contains(TOKEN),
+        "{err}"
+    );
 }
 
 #[test]
@@ -902,15 +1238,30 @@ fn sigterm_mid_cycle_stops_promptly_and_cleanly() {
     let refs: Vec<&str> = repos.iter().map(String::as_str).collect();
     let s = Setup::new(&refs, "");
     for r in &repos {
-        s.gitea.fault(&format!("/repos/{r}/issues/comments"), FaultKind::Delay(Duration::from_millis(500)), 1);
+        s.gitea.fault(
+            &format!("/repos/{r}/issues/comments"),
+            FaultKind::Delay(Duration::from_millis(500)),
+            1,
+        );
     }
     let mut child = s.bin().stderr(Stdio::null()).spawn().unwrap();
-    assert!(wait_for(|| s.gitea.requests() >= 2, Duration::from_secs(10)));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(wait_for(
+        || s.gitea.requests() >= 2,
+        Duration::from_secs(10)
+    ));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let t = Instant::now();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
     assert!(s.gitea.requests() < 6 + 1, "the cycle ended early");
 }
 
@@ -947,5 +1298,8 @@ fn example_config_loads_with_every_section() {
     assert_eq!(c.repos.len(), 2);
     assert!(c.webhook.is_some());
     assert_eq!(c.launch.kind, ccci::config::LaunchKind::Systemd);
-    assert_eq!(c.report.base_url.as_deref(), Some("https://ci.example.org/runs"));
+    assert_eq!(
+        c.report.base_url.as_deref(),
+        Some("https://ci.example.org/runs")
+    );
 }

@@ -310,7 +310,11 @@ impl Client {
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
         let detail = serde_json::from_slice::<serde_json::Value>(bytes)
             .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+            .and_then(|v| {
+                v.get("message")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or(text);
         let detail = if detail.trim().is_empty() {
             String::new()

@@ -140,7 +140,10 @@ mod tests {
     #[test]
     fn escapes_like_systemd_escape() {
         // Values checked against `systemd-escape` (systemd 252).
-        assert_eq!(systemd_escape("20261125T120301Z-3f9a1c"), "20261125T120301Z\\x2d3f9a1c");
+        assert_eq!(
+            systemd_escape("20261125T120301Z-3f9a1c"),
+            "20261125T120301Z\\x2d3f9a1c"
+        );
         assert_eq!(systemd_escape("a/b c"), "a-b\\x20c");
         assert_eq!(systemd_escape(".hidden"), "\\x2ehidden");
         assert_eq!(systemd_escape("a.b:c_d"), "a.b:c_d");

@@ -108,7 +108,11 @@ impl Ledger {
             by_comment: HashMap::new(),
             cursors: BTreeMap::new(),
         };
-        for dir in [ledger.requests_dir(), ledger.comments_dir(), ledger.records_dir()] {
+        for dir in [
+            ledger.requests_dir(),
+            ledger.comments_dir(),
+            ledger.records_dir(),
+        ] {
             std::fs::create_dir_all(&dir).map_err(|e| Error::NotWritable(dir.clone(), e))?;
             let probe = dir.join(format!(".probe.{}", std::process::id()));
             write_atomic(&probe, b"").map_err(|e| Error::NotWritable(dir.clone(), e))?;
@@ -131,7 +135,9 @@ impl Ledger {
                     self.by_comment
                         .insert(o.comment_id, Handled::Outcome(o.outcome.clone()));
                 }
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring unreadable outcome: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unreadable outcome: {e}")
+                }
             }
         }
         let path = self.cursors_path();
@@ -147,7 +153,9 @@ impl Ledger {
         for path in json_files(&self.requests_dir())? {
             match RunRequest::load(&path) {
                 Ok(r) => out.push(r),
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring unreadable run request: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unreadable run request: {e}")
+                }
             }
         }
         out.sort_by(|a, b| a.run_id.cmp(&b.run_id));
@@ -281,7 +289,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut l = Ledger::open(dir.path()).unwrap();
-            l.record_request(&req("20260101T000000Z-aaaaaa", 42)).unwrap();
+            l.record_request(&req("20260101T000000Z-aaaaaa", 42))
+                .unwrap();
             l.record_outcome(&Outcome {
                 comment_id: 43,
                 repo: "o/r".into(),

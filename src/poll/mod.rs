@@ -31,8 +31,8 @@ pub fn main(args: crate::cli::PollArgs) -> anyhow::Result<i32> {
     let mut poller = service::Poller::new(config, stop).context("the poller cannot start")?;
     let events = match (&webhook, args.once) {
         (Some(hook), false) => {
-            let secret = service::read_secret(&hook.secret_file)
-                .context("the webhook cannot start")?;
+            let secret =
+                service::read_secret(&hook.secret_file).context("the webhook cannot start")?;
             let listener = webhook::listener(hook.listen.as_deref())?;
             tracing::info!(addr = ?listener.local_addr().ok(), "webhook listening");
             let (tx, rx) = std::sync::mpsc::channel();

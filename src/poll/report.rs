@@ -130,15 +130,19 @@ pub fn comment_body(
     view: &View,
     report_md: Option<&str>,
     run_url: Option<&str>,
+    queued_behind: Option<&str>,
 ) -> String {
     let short = &sha[..sha.len().min(10)];
     let mut body = String::new();
     match view {
-        View::Starting => {
-            body.push_str(&format!(
-                "**cc-ci** run `{run_id}` requested for `{short}`: waiting for the runner (a run of the same app queues behind the one in progress).\n"
-            ));
-        }
+        View::Starting => match queued_behind {
+            Some(other) => body.push_str(&format!(
+                "**cc-ci** run `{run_id}` requested for `{short}`: queued behind run `{other}` of this pull request (one deploy of an app at a time).\n"
+            )),
+            None => body.push_str(&format!(
+                "**cc-ci** run `{run_id}` requested for `{short}`: waiting for the runner.\n"
+            )),
+        },
         View::Lost(why) => {
             body.push_str(&format!("**cc-ci** run `{run_id}` for `{short}`: **error**: {why}.\n"));
         }
@@ -176,7 +180,9 @@ pub fn comment_body(
     if let Some(url) = run_url {
         let finished = matches!(view, View::Results(r) if r.finished());
         if finished {
-            body.push_str(&format!("\n[![cc-ci level]({url}badge.svg)]({url}) [run page and log]({url})\n"));
+            body.push_str(&format!(
+                "\n[![cc-ci level]({url}badge.svg)]({url}) [run page and log]({url})\n"
+            ));
         } else {
             body.push_str(&format!("\n[run page and log]({url})\n"));
         }
@@ -217,20 +223,27 @@ mod tests {
     fn maps_results_to_commit_status() {
         let passed = serde_json::json!([{"name":"install","status":"passed"},{"name":"upgrade","status":"passed"}]);
         let r = base("completed", None, passed.clone());
-        assert_eq!(commit_status(&View::Results(&r)), ("success", "passed, level 2/5".into()));
+        assert_eq!(
+            commit_status(&View::Results(&r)),
+            ("success", "passed, level 2/5".into())
+        );
 
         let failed = serde_json::json!([{"name":"install","status":"passed"},{"name":"upgrade","status":"failed","cause":"recipe"}]);
         let r = base("completed", Some("recipe"), failed);
         assert_eq!(commit_status(&View::Results(&r)).0, "failure");
 
-        let infra = serde_json::json!([{"name":"install","status":"failed","cause":"infrastructure"}]);
+        let infra =
+            serde_json::json!([{"name":"install","status":"failed","cause":"infrastructure"}]);
         let r = base("completed", Some("infrastructure"), infra);
         assert_eq!(commit_status(&View::Results(&r)).0, "error");
 
         let r = base("completed", Some("cancelled"), passed.clone());
         let (state, desc) = commit_status(&View::Results(&r));
         assert_eq!(state, "error");
-        assert!(desc.contains("cancelled") && desc.contains("level 2/5"), "{desc}");
+        assert!(
+            desc.contains("cancelled") && desc.contains("level 2/5"),
+            "{desc}"
+        );
 
         let r = base("error", Some("harness"), serde_json::json!([]));
         assert_eq!(commit_status(&View::Results(&r)).0, "error");
@@ -254,6 +267,7 @@ mod tests {
             &View::Results(&r),
             Some("| tier | status |\n|---|---|\n"),
             Some("https://ci.example.org/runs/20260101T000000Z-aaaaaa/"),
+            None,
         );
         assert!(body.starts_with("| tier | status |\n|---|---|\n"), "{body}");
         assert!(body.contains("badge.svg"));
@@ -261,8 +275,26 @@ mod tests {
     }
 
     #[test]
+    fn starting_body_says_when_queued() {
+        let b = comment_body(
+            "r2",
+            &"b".repeat(40),
+            &View::Starting,
+            None,
+            None,
+            Some("r1"),
+        );
+        assert!(b.contains("queued behind run `r1`"), "{b}");
+        let b = comment_body("r2", &"b".repeat(40), &View::Starting, None, None, None);
+        assert!(!b.contains("queued"), "{b}");
+    }
+
+    #[test]
     fn markers_round_trip() {
-        assert_eq!(marked_refusal(&format!("no\n{}", refusal_marker(77))), Some(77));
+        assert_eq!(
+            marked_refusal(&format!("no\n{}", refusal_marker(77))),
+            Some(77)
+        );
         assert_eq!(marked_refusal("nothing"), None);
         assert_eq!(marked_run("x"), None);
     }

@@ -3,7 +3,7 @@
 //! reconciles what Gitea shows with the runs' results, and talks to systemd
 //! (READY, WATCHDOG, STOPPING) while stopping cleanly on SIGTERM.
 use super::auth::{self, Decision};
-use super::gitea::{self, Client, Comment, StatusOption, Token, PAGE_LIMIT};
+use super::gitea::{self, Client, Comment, PAGE_LIMIT, StatusOption, Token};
 use super::launch::Launcher;
 use super::ledger::{self, Ledger, Outcome, RunRecord};
 use super::report::{self, View};
@@ -51,8 +51,8 @@ pub struct CycleStats {
 
 /// Read a secret file (token, webhook secret): trimmed, must not be empty.
 pub fn read_secret(path: &Path) -> Result<String, StartError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| StartError::TokenUnreadable(path.to_owned(), e))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| StartError::TokenUnreadable(path.to_owned(), e))?;
     let value = text.trim().to_string();
     if value.is_empty() {
         return Err(StartError::TokenEmpty(path.to_owned()));
@@ -259,7 +259,11 @@ impl Poller {
             elapsed: started.elapsed(),
             triggers,
         };
-        tracing::debug!(requests = stats.requests, elapsed_ms = stats.elapsed.as_millis() as u64, "cycle done");
+        tracing::debug!(
+            requests = stats.requests,
+            elapsed_ms = stats.elapsed.as_millis() as u64,
+            "cycle done"
+        );
         stats
     }
 
@@ -275,10 +279,9 @@ impl Poller {
             self.search_cursor = Some(Utc::now() - chrono::Duration::seconds(SEARCH_MARGIN_S));
             return all;
         }
-        let since = rfc3339(
-            self.search_cursor
-                .unwrap_or_else(|| Utc::now() - chrono::Duration::seconds(self.config.poll.lookback_s as i64)),
-        );
+        let since = rfc3339(self.search_cursor.unwrap_or_else(|| {
+            Utc::now() - chrono::Duration::seconds(self.config.poll.lookback_s as i64)
+        }));
         let mut names = std::collections::HashSet::new();
         let mut newest: Option<DateTime<Utc>> = None;
         let mut page = 1;
@@ -320,7 +323,9 @@ impl Poller {
     fn poll_repo(&mut self, repo: &RepoConfig) -> gitea::Result<u64> {
         let since = match self.ledger.cursor(&repo.repo) {
             Some(s) => s.to_string(),
-            None => rfc3339(Utc::now() - chrono::Duration::seconds(self.config.poll.lookback_s as i64)),
+            None => {
+                rfc3339(Utc::now() - chrono::Duration::seconds(self.config.poll.lookback_s as i64))
+            }
         };
         let mut comments: Vec<Comment> = Vec::new();
         let mut page = 1;
@@ -341,28 +346,43 @@ impl Poller {
         }
         let mut triggers = 0;
         let mut newest = parse_time(&since);
+        // The cursor may not pass a comment whose handling failed: it is listed again.
+        let mut hold: Option<DateTime<Utc>> = None;
         for c in &comments {
             if self.stopping() {
                 return Ok(triggers);
             }
+            let updated = parse_time(&c.updated_at);
             if !self.is_bot(c.login()) && self.ledger.handled(c.id).is_none() {
                 if let Some(pr) = c.pr_index() {
                     if trigger::is_trigger(&c.body, &self.config.trigger.command) {
                         triggers += 1;
                         match self.handle_trigger(repo, c.id, pr, c.login()) {
                             Ok(()) => {}
-                            Err(HandleError::Gitea(e)) => return Err(e),
-                            Err(HandleError::Ledger(e)) => {
-                                tracing::error!(repo = %repo.repo, comment_id = c.id, "{e}");
-                                return Ok(triggers);
+                            // Gitea unreachable or rate limiting: stop this repo.
+                            Err(HandleError::Gitea(
+                                e @ (gitea::Error::Transport { .. }
+                                | gitea::Error::RateLimited { .. }),
+                            )) => return Err(e),
+                            // Anything else is about this comment: retry it next cycle,
+                            // and go on with the others.
+                            Err(e) => {
+                                tracing::error!(repo = %repo.repo, pr, comment_id = c.id,
+                                    "cannot handle the trigger (retrying next cycle): {e}");
+                                if let Some(t) = updated {
+                                    hold = Some(hold.map_or(t, |h| h.min(t)));
+                                }
                             }
                         }
                     }
                 }
             }
-            if let Some(t) = parse_time(&c.updated_at) {
+            if let Some(t) = updated {
                 newest = Some(newest.map_or(t, |n| n.max(t)));
             }
+        }
+        if let Some(h) = hold {
+            newest = Some(newest.map_or(h, |n| n.min(h)));
         }
         let cursor = newest.map(rfc3339).unwrap_or(since);
         if let Err(e) = self.ledger.set_cursor(&repo.repo, &cursor) {
@@ -472,7 +492,9 @@ impl Poller {
             .as_ref()
             .map(|r| r.clone_url.clone())
             .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| format!("{}/{}.git", self.gitea.url.trim_end_matches('/'), repo.repo));
+            .unwrap_or_else(|| {
+                format!("{}/{}.git", self.gitea.url.trim_end_matches('/'), repo.repo)
+            });
         let req = RunRequest {
             run_id: crate::runid::new_run_id(now),
             repo: repo.repo.clone(),
@@ -535,6 +557,14 @@ impl Poller {
                     tracing::error!(comment_id = o.comment_id, "{e}");
                 }
             }
+            Err(e) if is_permanent(&e) => {
+                tracing::error!(repo = %o.repo, pr, comment_id = o.comment_id,
+                    "gitea refuses the refusal reply; giving up: {e}");
+                o.replied = true;
+                if let Err(e) = self.ledger.record_outcome(&o) {
+                    tracing::error!(comment_id = o.comment_id, "{e}");
+                }
+            }
             Err(e) => tracing::warn!(repo = %o.repo, pr, comment_id = o.comment_id,
                 "cannot post the refusal reply (retrying next cycle): {e}"),
         }
@@ -566,7 +596,10 @@ impl Poller {
             if run_dir.exists() {
                 tracing::info!(run_id = %rec.run_id, "runner already started before a restart; not launching again");
             } else {
-                let request = self.ledger.requests_dir().join(format!("{}.json", rec.run_id));
+                let request = self
+                    .ledger
+                    .requests_dir()
+                    .join(format!("{}.json", rec.run_id));
                 if let Err(e) = self.launcher.launch(&rec.run_id, &request) {
                     tracing::error!(run_id = %rec.run_id, repo = %rec.repo, pr = rec.pr, comment_id = rec.comment_id,
                         "cannot launch the runner (retrying next cycle): {e}");
@@ -589,19 +622,29 @@ impl Poller {
                 return;
             }
         };
-        for rec in records {
+        for rec in &records {
             if self.stopping() {
                 return;
             }
             self.tick();
-            if let Err(e) = self.report(rec.clone()) {
+            // An earlier unfinished run of the same pull request holds the app's lock.
+            let ahead = records
+                .iter()
+                .filter(|o| o.repo == rec.repo && o.pr == rec.pr && earlier(o, rec))
+                .map(|o| o.run_id.clone())
+                .next();
+            if let Err(e) = self.report(rec.clone(), ahead.as_deref()) {
                 tracing::warn!(run_id = %rec.run_id, repo = %rec.repo, pr = rec.pr, "cannot report (retrying next cycle): {e}");
             }
         }
     }
 
     /// Bring the commit status and PR comment of one run up to date.
-    fn report(&mut self, mut rec: RunRecord) -> Result<(), HandleError> {
+    fn report(
+        &mut self,
+        mut rec: RunRecord,
+        queued_behind: Option<&str>,
+    ) -> Result<(), HandleError> {
         let run_dir = self.ledger.runs_dir().join(&rec.run_id);
         let results_path = run_dir.join("results.json");
         let results: Option<report::Results> = match std::fs::read(&results_path) {
@@ -707,13 +750,22 @@ impl Poller {
             }
         }
         if let Some(pr) = rec.pr {
-            let body = report::comment_body(&rec.run_id, &rec.sha, &view, report_md.as_deref(), run_url.as_deref());
+            let body = report::comment_body(
+                &rec.run_id,
+                &rec.sha,
+                &view,
+                report_md.as_deref(),
+                run_url.as_deref(),
+                queued_behind,
+            );
             let digest = hex::encode(sha2::Sha256::digest(body.as_bytes()));
             if rec.last_body.as_deref() != Some(&digest) {
                 let result = match rec.status_comment_id {
                     Some(id) => match self.client.edit_comment(&rec.repo, id, &body) {
                         // Someone deleted the comment: post a new one.
-                        Err(e) if e.status() == Some(404) => self.client.create_comment(&rec.repo, pr, &body).map(Some),
+                        Err(e) if e.status() == Some(404) => {
+                            self.client.create_comment(&rec.repo, pr, &body).map(Some)
+                        }
                         other => other.map(|()| None),
                     },
                     None => self.client.create_comment(&rec.repo, pr, &body).map(Some),
@@ -739,6 +791,15 @@ impl Poller {
             tracing::info!(run_id = %rec.run_id, repo = %rec.repo, pr = rec.pr, state, "final report posted");
         }
         Ok(())
+    }
+}
+
+/// Whether run `a` was requested before run `b` (run ids order only to the second;
+/// Gitea comment ids increase).
+fn earlier(a: &RunRecord, b: &RunRecord) -> bool {
+    match (a.comment_id, b.comment_id) {
+        (Some(x), Some(y)) => x < y,
+        _ => a.run_id < b.run_id,
     }
 }
 
@@ -776,4 +837,3 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .ok()
         .map(|t| t.with_timezone(&Utc))
 }
-

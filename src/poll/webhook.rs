@@ -79,7 +79,12 @@ fn respond(mut s: &TcpStream, code: u16, reason: &str, text: &str) -> std::io::R
     s.flush()
 }
 
-fn serve(stream: TcpStream, secret: &[u8], max_body: usize, tx: &Sender<Event>) -> std::io::Result<()> {
+fn serve(
+    stream: TcpStream,
+    secret: &[u8],
+    max_body: usize,
+    tx: &Sender<Event>,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(&stream);
     let mut request_line = String::new();
@@ -97,7 +102,12 @@ fn serve(stream: TcpStream, secret: &[u8], max_body: usize, tx: &Sender<Event>) 
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
-    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     if !request_line.starts_with("POST ") {
         return respond(&stream, 405, "Method Not Allowed", "POST only\n");
     }
@@ -187,7 +197,11 @@ mod tests {
         let sig = "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8";
         let body = b"The quick brown fox jumps over the lazy dog";
         assert!(verify(b"key", body, sig));
-        assert!(!verify(b"key", b"The quick brown fox jumps over the lazy cat", sig));
+        assert!(!verify(
+            b"key",
+            b"The quick brown fox jumps over the lazy cat",
+            sig
+        ));
         assert!(!verify(b"other", body, sig));
         assert!(!verify(b"key", body, "zz"));
         assert!(!verify(b"key", body, ""));

@@ -129,7 +129,12 @@ impl GiteaDouble {
     }
 
     pub fn add_repo(&self, repo: &str) {
-        self.state.lock().unwrap().repos.entry(repo.into()).or_default();
+        self.state
+            .lock()
+            .unwrap()
+            .repos
+            .entry(repo.into())
+            .or_default();
     }
 
     pub fn add_pull(&self, repo: &str, number: u64, sha: &str) {
@@ -150,7 +155,13 @@ impl GiteaDouble {
 
     pub fn set_pull_state(&self, repo: &str, number: u64, state: &str) {
         let mut st = self.state.lock().unwrap();
-        st.repos.get_mut(repo).unwrap().pulls.get_mut(&number).unwrap().state = state.into();
+        st.repos
+            .get_mut(repo)
+            .unwrap()
+            .pulls
+            .get_mut(&number)
+            .unwrap()
+            .state = state.into();
     }
 
     pub fn delete_pull(&self, repo: &str, number: u64) {
@@ -160,11 +171,22 @@ impl GiteaDouble {
 
     pub fn add_member(&self, org: &str, user: &str) {
         let mut st = self.state.lock().unwrap();
-        st.members.entry(org.into()).or_default().insert(user.into());
+        st.members
+            .entry(org.into())
+            .or_default()
+            .insert(user.into());
     }
 
     /// A comment on PR `pr` (or on issue `pr` when `is_pr` is false); returns its id.
-    pub fn comment_at(&self, repo: &str, pr: u64, is_pr: bool, user: &str, body: &str, at: DateTime<Utc>) -> u64 {
+    pub fn comment_at(
+        &self,
+        repo: &str,
+        pr: u64,
+        is_pr: bool,
+        user: &str,
+        body: &str,
+        at: DateTime<Utc>,
+    ) -> u64 {
         let mut st = self.state.lock().unwrap();
         st.next_id += 1;
         let id = st.next_id;
@@ -173,15 +195,19 @@ impl GiteaDouble {
                 p.updated = p.updated.max(at);
             }
         }
-        st.repos.entry(repo.into()).or_default().comments.push(StoredComment {
-            id,
-            pr: is_pr.then_some(pr),
-            issue: pr,
-            user: user.into(),
-            body: body.into(),
-            created: at,
-            updated: at,
-        });
+        st.repos
+            .entry(repo.into())
+            .or_default()
+            .comments
+            .push(StoredComment {
+                id,
+                pr: is_pr.then_some(pr),
+                issue: pr,
+                user: user.into(),
+                body: body.into(),
+                created: at,
+                updated: at,
+            });
         id
     }
 
@@ -214,7 +240,13 @@ impl GiteaDouble {
         let st = self.state.lock().unwrap();
         st.repos
             .get(repo)
-            .map(|r| r.comments.iter().filter(|c| c.user == user).cloned().collect())
+            .map(|r| {
+                r.comments
+                    .iter()
+                    .filter(|c| c.user == user)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -237,12 +269,19 @@ fn resp(status: u16, body: Value) -> Response {
     Response {
         status,
         headers: vec![("Content-Type".into(), "application/json".into())],
-        body: if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).unwrap() },
+        body: if body.is_null() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&body).unwrap()
+        },
     }
 }
 
 fn not_found() -> Response {
-    resp(404, json!({"errors": null, "message": "The target couldn't be found.", "url": ""}))
+    resp(
+        404,
+        json!({"errors": null, "message": "The target couldn't be found.", "url": ""}),
+    )
 }
 
 fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
@@ -266,7 +305,10 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
-    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0; len];
     reader.read_exact(&mut body).ok()?;
     let (path, qs) = target.split_once('?').unwrap_or((&target, ""));
@@ -319,7 +361,10 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
         let fault = {
             let mut st = state.lock().unwrap();
             st.log.push(full.clone());
-            let found = st.faults.iter_mut().find(|f| f.times > 0 && full.contains(&f.matching));
+            let found = st
+                .faults
+                .iter_mut()
+                .find(|f| f.times > 0 && full.contains(&f.matching));
             found.map(|f| {
                 f.times -= 1;
                 f.kind.clone()
@@ -344,7 +389,11 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
             },
             None => handle(&req, &state),
         };
-        let mut head = format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\n", response.status, response.body.len());
+        let mut head = format!(
+            "HTTP/1.1 {} X\r\nContent-Length: {}\r\n",
+            response.status,
+            response.body.len()
+        );
         for (k, v) in &response.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -360,8 +409,16 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
 
 fn comment_json(base: &str, repo: &str, c: &StoredComment) -> Value {
     let (pr_url, issue_url, html) = match c.pr {
-        Some(n) => (format!("{base}/{repo}/pulls/{n}"), String::new(), format!("{base}/{repo}/pulls/{n}#issuecomment-{}", c.id)),
-        None => (String::new(), format!("{base}/{repo}/issues/{}", c.issue), format!("{base}/{repo}/issues/{}#issuecomment-{}", c.issue, c.id)),
+        Some(n) => (
+            format!("{base}/{repo}/pulls/{n}"),
+            String::new(),
+            format!("{base}/{repo}/pulls/{n}#issuecomment-{}", c.id),
+        ),
+        None => (
+            String::new(),
+            format!("{base}/{repo}/issues/{}", c.issue),
+            format!("{base}/{repo}/issues/{}#issuecomment-{}", c.issue, c.id),
+        ),
     };
     json!({
         "id": c.id, "html_url": html, "pull_request_url": pr_url, "issue_url": issue_url,
@@ -379,7 +436,11 @@ fn repo_json(base: &str, full: &str) -> Value {
 
 fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
     let mut st = state.lock().unwrap();
-    let auth = req.headers.get("authorization").cloned().unwrap_or_default();
+    let auth = req
+        .headers
+        .get("authorization")
+        .cloned()
+        .unwrap_or_default();
     if auth != format!("token {}", st.token) {
         st.bad_auth.push(auth);
         return resp(401, json!({"message": "token is required"}));
@@ -394,16 +455,27 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
             if !st.bot_in_org {
                 return Response {
                     status: 303,
-                    headers: vec![("Location".into(), format!("{base}/api/v1/orgs/{org}/public_members/{user}"))],
+                    headers: vec![(
+                        "Location".into(),
+                        format!("{base}/api/v1/orgs/{org}/public_members/{user}"),
+                    )],
                     body: Vec::new(),
                 };
             }
             let member = st.members.get(*org).is_some_and(|m| m.contains(*user));
-            if member { resp(204, Value::Null) } else { not_found() }
+            if member {
+                resp(204, Value::Null)
+            } else {
+                not_found()
+            }
         }
         ("GET", ["repos", "issues", "search"]) => {
             // Only what the poller asks: type=pulls, state=all, since (inclusive).
-            let since = match req.query.get("since").map(|s| DateTime::parse_from_rfc3339(s)) {
+            let since = match req
+                .query
+                .get("since")
+                .map(|s| DateTime::parse_from_rfc3339(s))
+            {
                 Some(Ok(t)) => Some(t.with_timezone(&Utc).timestamp()),
                 Some(Err(_)) => return resp(422, json!({"message": "invalid since"})),
                 None => None,
@@ -419,8 +491,18 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
             // Gitea sorts search results by most recently updated.
             hits.sort_by(|a, b| b.cmp(a));
             let total = hits.len();
-            let limit = req.query.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(30).clamp(1, 50);
-            let page = req.query.get("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).max(1);
+            let limit = req
+                .query
+                .get("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(30)
+                .clamp(1, 50);
+            let page = req
+                .query
+                .get("page")
+                .and_then(|p| p.parse::<usize>().ok())
+                .unwrap_or(1)
+                .max(1);
             let body: Vec<Value> = hits
                 .into_iter()
                 .skip((page - 1) * limit)
@@ -458,32 +540,60 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
                         .collect();
                     matched.sort_by_key(|c| (c.created, c.id));
                     let total = matched.len();
-                    let page_items: Vec<StoredComment> = match req.query.get("page").and_then(|p| p.parse::<usize>().ok()) {
-                        // Up to v1.25: no page means everything.
-                        None => matched,
-                        Some(page) => {
-                            let limit = req.query.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(30).clamp(1, 50);
-                            let page = page.max(1);
-                            matched.into_iter().skip((page - 1) * limit).take(limit).collect()
-                        }
-                    };
-                    let body: Vec<Value> = page_items.iter().map(|c| comment_json(&base, &full, c)).collect();
+                    let page_items: Vec<StoredComment> =
+                        match req.query.get("page").and_then(|p| p.parse::<usize>().ok()) {
+                            // Up to v1.25: no page means everything.
+                            None => matched,
+                            Some(page) => {
+                                let limit = req
+                                    .query
+                                    .get("limit")
+                                    .and_then(|l| l.parse::<usize>().ok())
+                                    .unwrap_or(30)
+                                    .clamp(1, 50);
+                                let page = page.max(1);
+                                matched
+                                    .into_iter()
+                                    .skip((page - 1) * limit)
+                                    .take(limit)
+                                    .collect()
+                            }
+                        };
+                    let body: Vec<Value> = page_items
+                        .iter()
+                        .map(|c| comment_json(&base, &full, c))
+                        .collect();
                     let mut r = resp(200, Value::Array(body));
                     r.headers.push(("X-Total-Count".into(), total.to_string()));
                     r
                 }
                 ("GET", ["pulls", n]) => {
-                    let Some(p) = n.parse::<u64>().ok().and_then(|n| st.repos[&full].pulls.get(&n).cloned()) else {
+                    let Some(p) = n
+                        .parse::<u64>()
+                        .ok()
+                        .and_then(|n| st.repos[&full].pulls.get(&n).cloned())
+                    else {
                         return not_found();
                     };
-                    let head_repo = if p.fork_deleted { Value::Null } else { repo_json(&base, &full) };
-                    let head_ref = if p.fork_deleted { format!("refs/pull/{}/head", p.number) } else { p.head_ref.clone() };
-                    resp(200, json!({
-                        "id": p.number + 5000, "number": p.number, "state": p.state, "merged": p.merged,
-                        "title": "a change", "html_url": format!("{base}/{full}/pulls/{}", p.number),
-                        "head": {"label": p.head_ref, "ref": head_ref, "sha": p.head_sha, "repo_id": 1, "repo": head_repo},
-                        "base": {"label": "main", "ref": "main", "sha": "0".repeat(40), "repo_id": 1, "repo": repo_json(&base, &full)}
-                    }))
+                    let head_repo = if p.fork_deleted {
+                        Value::Null
+                    } else {
+                        repo_json(&base, &full)
+                    };
+                    let head_ref = if p.fork_deleted {
+                        format!("refs/pull/{}/head", p.number)
+                    } else {
+                        p.head_ref.clone()
+                    };
+                    resp(
+                        200,
+                        json!({
+                            "id": p.number + 5000, "number": p.number, "state": p.state, "merged": p.merged,
+                            "title": "a change", "html_url": format!("{base}/{full}/pulls/{}", p.number),
+                            "head": {"label": p.head_ref, "ref": head_ref, "sha": p.head_sha, "repo_id": 1, "repo": head_repo},
+                            "base": {"label": "main", "ref": "main", "sha": "0".repeat(40), "repo_id": 1, "repo": repo_json(&base, &full)}
+                        }),
+                    )
                 }
                 ("POST", ["statuses", sha]) => {
                     let v: Value = match serde_json::from_slice(&req.body) {
@@ -500,8 +610,11 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
                         context: get("context"),
                     };
                     st.statuses.push(status.clone());
-                    resp(201, json!({"id": st.statuses.len(), "status": status.state, "target_url": status.target_url,
-                        "description": status.description, "context": status.context, "url": "", "creator": {"login": st.bot}}))
+                    resp(
+                        201,
+                        json!({"id": st.statuses.len(), "status": status.state, "target_url": status.target_url,
+                        "description": status.description, "context": status.context, "url": "", "creator": {"login": st.bot}}),
+                    )
                 }
                 ("POST", ["issues", n, "comments"]) => {
                     let v: Value = match serde_json::from_slice(&req.body) {
@@ -518,7 +631,11 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
                         pr: is_pr.then_some(n),
                         issue: n,
                         user: bot,
-                        body: v.get("body").and_then(|b| b.as_str()).unwrap_or("").to_string(),
+                        body: v
+                            .get("body")
+                            .and_then(|b| b.as_str())
+                            .unwrap_or("")
+                            .to_string(),
                         created: now_secs(),
                         updated: now_secs(),
                     };
@@ -540,7 +657,11 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
                     let Some(c) = repo.comments.iter_mut().find(|c| c.id == id) else {
                         return not_found();
                     };
-                    c.body = v.get("body").and_then(|b| b.as_str()).unwrap_or("").to_string();
+                    c.body = v
+                        .get("body")
+                        .and_then(|b| b.as_str())
+                        .unwrap_or("")
+                        .to_string();
                     c.updated = now_secs();
                     let c = c.clone();
                     resp(200, comment_json(&base, &full, &c))
