@@ -1050,19 +1050,16 @@ fn unknown_config_key_is_an_error_with_suggestion() {
 #[test]
 fn redirects_are_not_followed_so_the_token_stays_home() {
     let other = GiteaDouble::start("other-token", BOT);
+    other.add_repo("o/a");
     let s = Setup::new(&["o/a"], "");
-    {
-        // Answer the listing with a redirect to another host.
-        let mut st = s.gitea.state.lock().unwrap();
-        st.faults.push(support::gitea_double::Fault {
-            matching: "/repos/o/a/issues/comments".into(),
-            kind: FaultKind::Status(302),
-            times: 1,
-        });
-    }
-    let _ = other.url.clone();
-    s.poller().cycle();
-    assert_eq!(other.requests(), 0);
+    s.gitea.fault(
+        "/repos/o/a/issues/comments",
+        FaultKind::Redirect(format!("{}/api/v1/repos/o/a/issues/comments", other.url)),
+        1,
+    );
+    let stats = s.poller().cycle();
+    assert_eq!(stats.requests, 1);
+    assert_eq!(other.requests(), 0, "the redirect was not followed");
     assert!(other.state.lock().unwrap().bad_auth.is_empty());
 }
 
@@ -1263,6 +1260,93 @@ fn sigterm_mid_cycle_stops_promptly_and_cleanly() {
         t.elapsed()
     );
     assert!(s.gitea.requests() < 6 + 1, "the cycle ended early");
+}
+
+#[test]
+fn webhook_on_socket_passed_by_systemd() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    let secret_file = s.dir.path().join("hook-secret");
+    std::fs::write(&secret_file, "sock-secret").unwrap();
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace(
+            "[report]",
+            &format!(
+                "[poll]\ninterval_s = 3600\n\n[webhook]\nsecret_file = \"{}\"\n\n[report]",
+                secret_file.display()
+            ),
+        ),
+    )
+    .unwrap();
+    s.gitea.add_pull(repo, 7, SHA);
+    // As systemd does for cc-ci-hook.socket: the listening socket is fd 3.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec {} poll --config {}",
+            env!("CARGO_BIN_EXE_cc-ci"),
+            s.config.display()
+        ))
+        .env_remove("NOTIFY_SOCKET")
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe dup2 between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(listener);
+    assert!(wait_for(
+        || s.gitea.log().iter().any(|l| l.contains("/issues/comments")),
+        Duration::from_secs(5)
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    let id = s.gitea.comment(repo, 7, "alice", "!testme");
+    let payload = serde_json::json!({
+        "action": "created",
+        "issue": {"number": 7, "pull_request": {"merged": false}},
+        "comment": {"id": id, "body": "!testme", "user": {"login": "alice"}},
+        "repository": {"full_name": repo},
+        "is_pull": true
+    })
+    .to_string();
+    assert_eq!(
+        post(
+            port,
+            "issue_comment",
+            Some(&sign("nope", &payload)),
+            &payload
+        ),
+        401
+    );
+    assert_eq!(
+        post(
+            port,
+            "issue_comment",
+            Some(&sign("sock-secret", &payload)),
+            &payload
+        ),
+        202
+    );
+    let ok = wait_for(|| s.requests().len() == 1, Duration::from_secs(5));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(ok, "the webhook on the inherited socket started the run");
 }
 
 #[test]

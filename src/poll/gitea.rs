@@ -11,7 +11,8 @@ use std::time::Duration;
 /// Gitea caps pages at 50 (`MAX_RESPONSE_ITEMS`).
 pub const PAGE_LIMIT: usize = 50;
 /// Longest `Retry-After` the client waits out inline before giving up the request.
-const MAX_INLINE_RETRY: Duration = Duration::from_secs(30);
+/// (Short, so a SIGTERM during the wait still stops well within `TimeoutStopSec`.)
+const MAX_INLINE_RETRY: Duration = Duration::from_secs(10);
 /// Largest response body read (huge comment bodies are legal; bodies beyond this are
 /// an error for that page, logged, and retried next cycle).
 const MAX_BODY: u64 = 64 * 1024 * 1024;

@@ -51,6 +51,8 @@ pub enum FaultKind {
     RateLimit(u64),
     /// Close the connection without answering.
     Drop,
+    /// 302 to this URL (a proxy or a moved instance pointing elsewhere).
+    Redirect(String),
 }
 
 #[derive(Debug, Clone)]
@@ -376,6 +378,11 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
                 std::thread::sleep(d);
                 handle(&req, &state)
             }
+            Some(FaultKind::Redirect(to)) => Response {
+                status: 302,
+                headers: vec![("Location".into(), to)],
+                body: Vec::new(),
+            },
             Some(FaultKind::Status(code)) => resp(code, json!({"message": "injected fault"})),
             Some(FaultKind::Malformed) => Response {
                 status: 200,
