@@ -853,6 +853,39 @@ fn gitea_down_is_logged_and_once_exits_zero() {
 }
 
 #[test]
+fn hanging_gitea_ends_the_cycle_early_and_loses_nothing() {
+    let repos: Vec<String> = (0..8).map(|i| format!("o/r{i}")).collect();
+    let refs: Vec<&str> = repos.iter().map(String::as_str).collect();
+    let s = Setup::new(&refs, "[poll]\nlookback_s = 3600\n");
+    s.gitea.add_pull("o/r7", 1, SHA);
+    s.gitea.comment("o/r7", 1, "alice", "!testme");
+    s.gitea.fault(
+        "/issues/comments",
+        FaultKind::Delay(Duration::from_secs(3)),
+        3,
+    );
+    let mut p = s.poller();
+    let t = Instant::now();
+    p.cycle();
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "3 timeouts of 2 s, not 8: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        s.gitea
+            .log()
+            .iter()
+            .filter(|l| l.contains("/issues/comments"))
+            .count(),
+        3
+    );
+    assert!(s.requests().is_empty());
+    p.cycle();
+    assert_eq!(s.requests().len(), 1, "the next cycle finds the comment");
+}
+
+#[test]
 fn server_error_on_one_repo_does_not_stop_the_others_and_is_retried() {
     let s = Setup::new(&["o/a", "o/b"], "");
     for r in ["o/a", "o/b"] {

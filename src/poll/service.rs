@@ -77,6 +77,9 @@ pub struct Poller {
     search_cursor: Option<DateTime<Utc>>,
 }
 
+/// Consecutive unreachable repos after which a cycle ends early.
+const MAX_UNREACHABLE_IN_A_ROW: u32 = 3;
+
 /// How far behind the newest update the issue search looks again (indexer lag).
 const SEARCH_MARGIN_S: i64 = 60;
 
@@ -225,15 +228,33 @@ impl Poller {
             self.backoff_until = None;
             let repos = self.repos_to_list();
             self.cycles += 1;
+            // Gitea down or hanging: after a few unreachable repos in a row, end the
+            // cycle instead of waiting out a timeout for every repo (nothing is lost:
+            // cursors did not move).
+            let mut unreachable = 0;
             for repo in &repos {
+                if unreachable >= MAX_UNREACHABLE_IN_A_ROW {
+                    tracing::error!(
+                        "gitea unreachable for {unreachable} repos in a row; ending this cycle"
+                    );
+                    break;
+                }
                 if self.stopping() {
                     tracing::info!("stop requested: ending the cycle early");
                     break;
                 }
                 self.tick();
                 match self.poll_repo(repo) {
-                    Ok(n) => triggers += n,
+                    Ok(n) => {
+                        triggers += n;
+                        unreachable = 0;
+                    }
                     Err(e) => {
+                        if matches!(e, gitea::Error::Transport { .. }) {
+                            unreachable += 1;
+                        } else {
+                            unreachable = 0;
+                        }
                         if let Some(wait) = e.retry_after() {
                             tracing::warn!(repo = %repo.repo, "{e}; pausing gitea requests");
                             self.backoff_until = Some(Instant::now() + wait);
@@ -247,11 +268,14 @@ impl Poller {
                     }
                 }
             }
-            if !self.stopping() && self.backoff_until.is_none() {
-                self.retry_replies();
-                self.launch_pending();
-                self.report_all();
-            }
+        }
+        // Launching needs no Gitea: also while rate limited.
+        if !self.stopping() {
+            self.launch_pending();
+        }
+        if !self.stopping() && !self.backoff_until.is_some_and(|t| Instant::now() < t) {
+            self.retry_replies();
+            self.report_all();
         }
         self.launcher.reap();
         let stats = CycleStats {
@@ -303,6 +327,11 @@ impl Poller {
                     page += 1;
                 }
                 Err(e) => {
+                    if let Some(wait) = e.retry_after() {
+                        tracing::warn!("{e}; pausing gitea requests");
+                        self.backoff_until = Some(Instant::now() + wait);
+                        return Vec::new();
+                    }
                     tracing::warn!("issue search failed, listing every repo this cycle: {e}");
                     return all;
                 }
@@ -421,6 +450,11 @@ impl Poller {
 
     /// A webhook event: same filters and pipeline as a polled comment.
     pub fn handle_event(&mut self, ev: Event) {
+        if self.backoff_until.is_some_and(|t| Instant::now() < t) {
+            tracing::info!(repo = %ev.repo, pr = ev.pr, comment_id = ev.comment_id,
+                "webhook: gitea is rate limiting; the poll will handle this comment later");
+            return;
+        }
         let Some(repo) = self
             .config
             .repos
