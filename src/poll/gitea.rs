@@ -19,11 +19,12 @@ const MAX_BODY: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{what}: cannot reach gitea: {source}")]
+    // The cause is part of the message (not a `source`), so logs carry it and the
+    // error chain printed by `main` does not repeat it.
+    #[error("{what}: cannot reach gitea: {error}")]
     Transport {
         what: String,
-        #[source]
-        source: Box<ureq::Error>,
+        error: Box<ureq::Error>,
     },
     #[error("{what}: gitea answered {status}{detail}")]
     Status {
@@ -39,11 +40,10 @@ pub enum Error {
         status: u16,
         location: String,
     },
-    #[error("{what}: malformed response: {source}")]
+    #[error("{what}: malformed response: {error}")]
     Json {
         what: String,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 
@@ -254,7 +254,7 @@ impl Client {
             };
             let mut resp = result.map_err(|e| Error::Transport {
                 what: what.clone(),
-                source: Box::new(e),
+                error: Box::new(e),
             })?;
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
@@ -291,7 +291,7 @@ impl Client {
                 .read_to_vec()
                 .map_err(|e| Error::Transport {
                     what: what.clone(),
-                    source: Box::new(e),
+                    error: Box::new(e),
                 })?;
             return Ok((status, headers, bytes));
         }
@@ -330,7 +330,7 @@ impl Client {
     }
 
     fn json<T: serde::de::DeserializeOwned>(what: String, bytes: &[u8]) -> Result<T> {
-        serde_json::from_slice(bytes).map_err(|source| Error::Json { what, source })
+        serde_json::from_slice(bytes).map_err(|error| Error::Json { what, error })
     }
 
     /// One page of a repo's issue and PR comments updated at or after `since`

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot run {0}: {1}")]
-    Spawn(String, #[source] std::io::Error),
+    Spawn(String, std::io::Error),
     #[error("{0} failed: {1}")]
     Failed(String, String),
 }

@@ -21,11 +21,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("state dir {0} is not writable: {1}")]
-    NotWritable(PathBuf, #[source] std::io::Error),
+    NotWritable(PathBuf, std::io::Error),
     #[error("cannot write {0}: {1}")]
-    Write(PathBuf, #[source] std::io::Error),
+    Write(PathBuf, std::io::Error),
     #[error("cannot read {0}: {1}")]
-    Read(PathBuf, #[source] std::io::Error),
+    Read(PathBuf, std::io::Error),
     #[error(transparent)]
     Request(#[from] crate::request::Error),
 }

@@ -25,7 +25,7 @@ pub enum StartError {
     #[error("the config has no [gitea] section; the poller needs url, token_file and bot_user")]
     NoGitea,
     #[error("cannot read the gitea token file {0}: {1}")]
-    TokenUnreadable(PathBuf, #[source] std::io::Error),
+    TokenUnreadable(PathBuf, std::io::Error),
     #[error("the gitea token file {0} is empty")]
     TokenEmpty(PathBuf),
     #[error(transparent)]
@@ -500,10 +500,13 @@ impl Poller {
                 pr: Some(pr),
                 outcome: "refused".into(),
                 user: user.to_string(),
-                replied: false,
+                // A deleted ("ghost") account has no login to answer.
+                replied: user.is_empty(),
             };
             self.ledger.record_outcome(&o)?;
-            self.reply_refusal(o);
+            if !o.replied {
+                self.reply_refusal(o);
+            }
             return Ok(());
         }
         let pull = match self.client.get_pull(&repo.repo, pr)? {

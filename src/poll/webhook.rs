@@ -23,7 +23,7 @@ pub struct Event {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot listen on {0}: {1}")]
-    Bind(String, #[source] std::io::Error),
+    Bind(String, std::io::Error),
     #[error("webhook enabled without webhook.listen and systemd passed no socket (LISTEN_FDS)")]
     NoSocket,
 }
