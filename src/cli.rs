@@ -21,6 +21,8 @@ pub enum Command {
     Run(RunArgs),
     /// Mask secret values in a stream (stdin, or a command's output).
     Redact(RedactArgs),
+    /// Watch enrolled Gitea repos for `!testme` comments, start runs, report back.
+    Poll(PollArgs),
 }
 
 #[derive(Debug, Args)]
@@ -62,10 +64,21 @@ pub struct RedactArgs {
     pub command: Vec<std::ffi::OsString>,
 }
 
+#[derive(Debug, Args)]
+pub struct PollArgs {
+    /// CI config file.
+    #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Do one poll cycle and exit 0.
+    #[arg(long)]
+    pub once: bool,
+}
+
 /// Run the parsed command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => crate::run::main(args),
         Command::Redact(args) => crate::redact::main(args),
+        Command::Poll(args) => crate::poll::main(args),
     }
 }

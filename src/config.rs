@@ -32,6 +32,10 @@ pub struct Config {
     pub repos: Vec<RepoConfig>,
     #[serde(default)]
     pub launch: LaunchConfig,
+    /// `[webhook]`: optional push path; absent means off.
+    pub webhook: Option<WebhookConfig>,
+    #[serde(default)]
+    pub report: ReportConfig,
     /// Directory holding the config file; per-recipe CI files live in `<dir>/recipes/`.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -94,17 +98,30 @@ impl Default for StateConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GiteaConfig {
+    /// Base URL of the Gitea instance, e.g. `https://git.example.org`.
     pub url: String,
+    /// File holding the API token (a systemd credential); never logged.
     pub token_file: PathBuf,
+    /// The bot's login: its own comments never trigger.
     pub bot_user: String,
+    /// Timeout of one HTTP request (connect + response), in seconds.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: u64,
+}
+
+fn default_timeout_s() -> u64 {
+    15
 }
 
 /// `[trigger]`: who may start runs, with what comment.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TriggerConfig {
+    /// A comment triggers when one of its lines, trimmed, is exactly this.
     pub command: String,
+    /// Members of this org may trigger (`GET /orgs/{org}/members/{user}` = 204).
     pub org: Option<String>,
+    /// These logins may trigger even if they are not members.
     pub allow: Vec<String>,
 }
 
@@ -122,20 +139,50 @@ impl Default for TriggerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PollConfig {
+    /// Seconds between the starts of two poll cycles.
     pub interval_s: u64,
+    /// How far back the first cycle of a newly enrolled repo looks, in seconds.
+    pub lookback_s: u64,
+    /// A launched run with no results.json and no live runner after this many
+    /// seconds is reported as `error`.
+    pub start_timeout_s: u64,
+    /// How a cycle finds repos with new comments: list each repo's comments, or ask
+    /// Gitea's issue search once for recently updated pull requests.
+    pub discovery: Discovery,
+    /// With `discovery = "search"`: every this many cycles, list every repo anyway
+    /// (catches comment edits, which do not bump the pull request's update time).
+    pub sweep_every: u64,
 }
 
 impl Default for PollConfig {
     fn default() -> Self {
-        PollConfig { interval_s: 30 }
+        PollConfig {
+            interval_s: 30,
+            lookback_s: 600,
+            start_timeout_s: 600,
+            discovery: Discovery::PerRepo,
+            sweep_every: 10,
+        }
     }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Discovery {
+    /// One `GET /repos/{o}/{r}/issues/comments?since=` per enrolled repo per cycle.
+    PerRepo,
+    /// One `GET /repos/issues/search?type=pulls&since=` per cycle, then listings only
+    /// for repos it names, plus a full sweep every `sweep_every` cycles.
+    Search,
 }
 
 /// `[[repos]]`: one enrolled recipe repository.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepoConfig {
+    /// `owner/name` on Gitea.
     pub repo: String,
+    /// The recipe name the runner tests.
     pub recipe: String,
 }
 
@@ -144,7 +191,12 @@ pub struct RepoConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LaunchConfig {
     pub kind: LaunchKind,
+    /// For `kind = "command"`: argv; the request path is appended.
     pub command: Vec<String>,
+    /// For `kind = "systemd"`: the `systemctl` binary.
+    pub systemctl: PathBuf,
+    /// For `kind = "systemd"`: the template unit's prefix (`<unit>@<instance>.service`).
+    pub unit: String,
 }
 
 impl Default for LaunchConfig {
@@ -152,6 +204,8 @@ impl Default for LaunchConfig {
         LaunchConfig {
             kind: LaunchKind::Systemd,
             command: Vec::new(),
+            systemctl: PathBuf::from("systemctl"),
+            unit: "cc-ci-runner".into(),
         }
     }
 }
@@ -161,6 +215,43 @@ impl Default for LaunchConfig {
 pub enum LaunchKind {
     Systemd,
     Command,
+}
+
+/// `[webhook]`: the optional push path (Gitea `issue_comment` events).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `host:port` to listen on; absent means: use the socket systemd passes
+    /// (`cc-ci-hook.socket`, `LISTEN_FDS`).
+    pub listen: Option<String>,
+    /// File holding the shared HMAC secret (a systemd credential); never logged.
+    pub secret_file: PathBuf,
+    /// Larger request bodies are refused with 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+fn default_max_body_bytes() -> usize {
+    8 * 1024 * 1024
+}
+
+/// `[report]`: how results are shown on Gitea.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    /// Public base URL of run pages; a run's page is `<base_url>/<run-id>/`.
+    pub base_url: Option<String>,
+    /// The commit status context.
+    pub context: String,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            base_url: None,
+            context: "cc-ci".into(),
+        }
+    }
 }
 
 impl Config {
@@ -201,6 +292,35 @@ impl Config {
             return Err(invalid(
                 "launch.kind = \"command\" needs launch.command = [\"argv\", ...]".into(),
             ));
+        }
+        if let Some(g) = &self.gitea {
+            if !(g.url.starts_with("https://") || g.url.starts_with("http://")) {
+                return Err(invalid(format!(
+                    "gitea.url {:?} must start with https:// (or http://)",
+                    g.url
+                )));
+            }
+            if g.timeout_s == 0 {
+                return Err(invalid("gitea.timeout_s must be at least 1".into()));
+            }
+        }
+        if self.poll.sweep_every == 0 {
+            return Err(invalid("poll.sweep_every must be at least 1".into()));
+        }
+        if self.poll.interval_s == 0 {
+            return Err(invalid("poll.interval_s must be at least 1".into()));
+        }
+        if self.trigger.command.trim().is_empty() {
+            return Err(invalid("trigger.command must not be empty".into()));
+        }
+        for r in &self.repos {
+            let ok = r.repo.split('/').count() == 2 && r.repo.split('/').all(|p| !p.is_empty());
+            if !ok {
+                return Err(invalid(format!(
+                    "repos.repo {:?} must be \"owner/name\"",
+                    r.repo
+                )));
+            }
         }
         Ok(())
     }

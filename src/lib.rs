@@ -8,6 +8,7 @@ pub mod config;
 pub mod ladder;
 pub mod lock;
 pub mod meta;
+pub mod poll;
 pub mod process;
 pub mod progress;
 pub mod recipe;

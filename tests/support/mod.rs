@@ -3,6 +3,8 @@
 //! and CI-side recipe files), and helpers to run the real `cc-ci` binary and inspect
 //! the real swarm.
 #![allow(dead_code)]
+
+pub mod gitea_double;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,66 @@
+//! The poller (`cc-ci poll`): `!testme` on a Gitea pull request starts a run, and the
+//! run's results are reported back as a commit status and one PR comment.
+//!
+//! One module per concept: [`gitea`] (the REST client), [`trigger`] (comment
+//! parsing), [`auth`] (who may trigger), [`ledger`] (exactly-once bookkeeping),
+//! [`launch`] (starting the runner), [`report`] (results to status and comment),
+//! [`webhook`] (the optional push path) and [`service`] (the loop and systemd).
+pub mod auth;
+pub mod gitea;
+pub mod launch;
+pub mod ledger;
+pub mod report;
+pub mod service;
+pub mod trigger;
+pub mod webhook;
+
+use anyhow::Context;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// `cc-ci poll`: load the config, refuse to start on a bad token file or state dir,
+/// then serve until SIGTERM (or one cycle with `--once`).
+pub fn main(args: crate::cli::PollArgs) -> anyhow::Result<i32> {
+    init_logging();
+    let config = crate::config::Config::load(&args.config)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone()).context("cannot handle signals")?;
+    }
+    let webhook = config.webhook.clone();
+    let mut poller = service::Poller::new(config, stop).context("the poller cannot start")?;
+    let events = match (&webhook, args.once) {
+        (Some(hook), false) => {
+            let secret =
+                service::read_secret(&hook.secret_file).context("the webhook cannot start")?;
+            let listener = webhook::listener(hook.listen.as_deref())?;
+            tracing::info!(addr = ?listener.local_addr().ok(), "webhook listening");
+            let (tx, rx) = std::sync::mpsc::channel();
+            webhook::spawn(listener, secret.into_bytes(), hook.max_body_bytes, tx);
+            Some(rx)
+        }
+        _ => None,
+    };
+    poller.check_bot();
+    poller.run(args.once, events);
+    Ok(crate::cli::EXIT_OK)
+}
+
+/// Logs go to the journal with structured fields (REPO, PR, COMMENT_ID, RUN_ID) when
+/// running under systemd, else to stderr.
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let journald = std::env::var_os("JOURNAL_STREAM")
+        .and_then(|_| tracing_journald::layer().ok())
+        .map(|l| l.with_field_prefix(None));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match journald {
+        Some(layer) => registry.with(layer).try_init(),
+        None => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+    };
+    let _ = result;
+}

@@ -1,0 +1,301 @@
+//! What a run looks like on Gitea: a commit status on the PR head and one PR comment,
+//! both derived from the runner's `results.json` (and `report.md` at the end).
+//!
+//! Pure functions from results to the wanted status and comment body; the service
+//! posts only what changed since the last cycle.
+use serde::Deserialize;
+
+/// A marker in every comment the bot posts about a run, so a comment created just
+/// before a crash is recognised (and reused) instead of duplicated.
+pub fn run_marker(run_id: &str) -> String {
+    format!("<!-- cc-ci run={run_id} -->")
+}
+
+/// The marker of a refusal reply to comment `comment_id`.
+pub fn refusal_marker(comment_id: u64) -> String {
+    format!("<!-- cc-ci refused={comment_id} -->")
+}
+
+/// The run id named by a run marker in `body`, if any.
+pub fn marked_run(body: &str) -> Option<&str> {
+    let rest = body.split("<!-- cc-ci run=").nth(1)?;
+    rest.split_once(" -->").map(|(id, _)| id)
+}
+
+/// The comment id named by a refusal marker in `body`, if any.
+pub fn marked_refusal(body: &str) -> Option<u64> {
+    let rest = body.split("<!-- cc-ci refused=").nth(1)?;
+    rest.split_once(" -->").and_then(|(id, _)| id.parse().ok())
+}
+
+/// The subset of `results.json` (schema_version 1) the reporter reads; unknown
+/// fields are ignored so the runner can add more.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Results {
+    #[serde(default)]
+    pub schema_version: u32,
+    pub status: String,
+    #[serde(default)]
+    pub level: u8,
+    #[serde(default)]
+    pub cause: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub tiers: Vec<Tier>,
+    #[serde(default)]
+    pub invariants: std::collections::BTreeMap<String, bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Tier {
+    pub name: String,
+    pub status: String,
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+    #[serde(default)]
+    pub cause: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl Results {
+    pub fn finished(&self) -> bool {
+        self.status != "running"
+    }
+    fn cancelled(&self) -> bool {
+        self.cause.as_deref() == Some("cancelled")
+    }
+}
+
+/// What the run looks like now, from the reporter's point of view.
+#[derive(Debug, Clone)]
+pub enum View<'a> {
+    /// Launched, no results yet.
+    Starting,
+    Results(&'a Results),
+    /// No runner and no results after the start timeout (or a runner that vanished).
+    Lost(String),
+}
+
+/// The commit status state and description for `view`.
+pub fn commit_status(view: &View) -> (&'static str, String) {
+    match view {
+        View::Starting => ("pending", "run requested, waiting for the runner".into()),
+        View::Lost(why) => ("error", truncate(why, 120)),
+        View::Results(r) => {
+            let level = format!("level {}/5", r.level);
+            if !r.finished() {
+                return ("pending", format!("running, {level} so far"));
+            }
+            if r.cancelled() {
+                return ("error", format!("cancelled, {level}"));
+            }
+            let tier_failed = r.tiers.iter().any(|t| t.status == "failed");
+            let invariants_ok = r.invariants.values().all(|&v| v);
+            if r.status == "completed" && !tier_failed && invariants_ok {
+                return ("success", format!("passed, {level}"));
+            }
+            let recipe_failure = r.status == "completed"
+                && invariants_ok
+                && r.tiers
+                    .iter()
+                    .any(|t| t.status == "failed" && t.cause.as_deref() == Some("recipe"));
+            if recipe_failure {
+                return ("failure", format!("recipe failed, {level}"));
+            }
+            let why = if r.status == "error" {
+                "run could not be carried out".to_string()
+            } else if !invariants_ok {
+                let broken: Vec<&str> = r
+                    .invariants
+                    .iter()
+                    .filter(|(_, v)| !**v)
+                    .map(|(k, _)| k.as_str())
+                    .collect();
+                format!("invariant broken: {}", broken.join(", "))
+            } else {
+                format!("{} failure", r.cause.as_deref().unwrap_or("unknown"))
+            };
+            ("error", format!("{why}, {level}"))
+        }
+    }
+}
+
+/// The PR comment body for `view`. `report_md` is the runner's final report (used
+/// verbatim once the run finished), `run_url` the run page.
+pub fn comment_body(
+    run_id: &str,
+    sha: &str,
+    view: &View,
+    report_md: Option<&str>,
+    run_url: Option<&str>,
+    queued_behind: Option<&str>,
+) -> String {
+    let short = &sha[..sha.len().min(10)];
+    let mut body = String::new();
+    match view {
+        View::Starting => match queued_behind {
+            Some(other) => body.push_str(&format!(
+                "**cc-ci** run `{run_id}` requested for `{short}`: queued behind run `{other}` of this pull request (one deploy of an app at a time).\n"
+            )),
+            None => body.push_str(&format!(
+                "**cc-ci** run `{run_id}` requested for `{short}`: waiting for the runner.\n"
+            )),
+        },
+        View::Lost(why) => {
+            body.push_str(&format!("**cc-ci** run `{run_id}` for `{short}`: **error**: {why}.\n"));
+        }
+        View::Results(r) => {
+            if r.finished() && r.cancelled() {
+                body.push_str(&format!("**cc-ci** run `{run_id}` for `{short}` was **cancelled**.\n\n"));
+            }
+            match (r.finished(), report_md) {
+                (true, Some(md)) => {
+                    body.push_str(md.trim_end());
+                    body.push('\n');
+                }
+                _ => {
+                    let what = if r.finished() { "finished" } else { "running" };
+                    body.push_str(&format!(
+                        "**cc-ci** run `{run_id}` for `{short}`: {what}, level {}/5\n\n",
+                        r.level
+                    ));
+                    body.push_str("| tier | status | time |\n|---|---|---|\n");
+                    for t in &r.tiers {
+                        let time = t.duration_s.map(|d| format!("{d:.0}s")).unwrap_or_default();
+                        let mut status = t.status.clone();
+                        if let Some(c) = &t.cause {
+                            status.push_str(&format!(" ({c})"));
+                        }
+                        body.push_str(&format!("| {} | {} | {} |\n", t.name, status, time));
+                    }
+                    if let Some(e) = &r.error {
+                        body.push_str(&format!("\nerror: {}\n", truncate(e, 500)));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(url) = run_url {
+        let finished = matches!(view, View::Results(r) if r.finished());
+        if finished {
+            body.push_str(&format!(
+                "\n[![cc-ci level]({url}badge.svg)]({url}) [run page and log]({url})\n"
+            ));
+        } else {
+            body.push_str(&format!("\n[run page and log]({url})\n"));
+        }
+    }
+    body.push('\n');
+    body.push_str(&run_marker(run_id));
+    body
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results(json: serde_json::Value) -> Results {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn base(status: &str, cause: Option<&str>, tiers: serde_json::Value) -> Results {
+        results(serde_json::json!({
+            "schema_version": 1, "status": status, "level": 2, "cause": cause,
+            "tiers": tiers,
+            "invariants": {"clean_teardown": true, "no_secret_leak": true, "deploy_budget_ok": true}
+        }))
+    }
+
+    #[test]
+    fn maps_results_to_commit_status() {
+        let passed = serde_json::json!([{"name":"install","status":"passed"},{"name":"upgrade","status":"passed"}]);
+        let r = base("completed", None, passed.clone());
+        assert_eq!(
+            commit_status(&View::Results(&r)),
+            ("success", "passed, level 2/5".into())
+        );
+
+        let failed = serde_json::json!([{"name":"install","status":"passed"},{"name":"upgrade","status":"failed","cause":"recipe"}]);
+        let r = base("completed", Some("recipe"), failed);
+        assert_eq!(commit_status(&View::Results(&r)).0, "failure");
+
+        let infra =
+            serde_json::json!([{"name":"install","status":"failed","cause":"infrastructure"}]);
+        let r = base("completed", Some("infrastructure"), infra);
+        assert_eq!(commit_status(&View::Results(&r)).0, "error");
+
+        let r = base("completed", Some("cancelled"), passed.clone());
+        let (state, desc) = commit_status(&View::Results(&r));
+        assert_eq!(state, "error");
+        assert!(
+            desc.contains("cancelled") && desc.contains("level 2/5"),
+            "{desc}"
+        );
+
+        let r = base("error", Some("harness"), serde_json::json!([]));
+        assert_eq!(commit_status(&View::Results(&r)).0, "error");
+
+        let r = base("running", None, passed.clone());
+        assert_eq!(commit_status(&View::Results(&r)).0, "pending");
+
+        let mut r = base("completed", None, passed);
+        r.invariants.insert("clean_teardown".into(), false);
+        let (state, desc) = commit_status(&View::Results(&r));
+        assert_eq!(state, "error");
+        assert!(desc.contains("clean_teardown"), "{desc}");
+    }
+
+    #[test]
+    fn final_body_is_report_verbatim_with_badge_and_marker() {
+        let r = base("completed", None, serde_json::json!([]));
+        let body = comment_body(
+            "20260101T000000Z-aaaaaa",
+            &"a".repeat(40),
+            &View::Results(&r),
+            Some("| tier | status |\n|---|---|\n"),
+            Some("https://ci.example.org/runs/20260101T000000Z-aaaaaa/"),
+            None,
+        );
+        assert!(body.starts_with("| tier | status |\n|---|---|\n"), "{body}");
+        assert!(body.contains("badge.svg"));
+        assert_eq!(marked_run(&body), Some("20260101T000000Z-aaaaaa"));
+    }
+
+    #[test]
+    fn starting_body_says_when_queued() {
+        let b = comment_body(
+            "r2",
+            &"b".repeat(40),
+            &View::Starting,
+            None,
+            None,
+            Some("r1"),
+        );
+        assert!(b.contains("queued behind run `r1`"), "{b}");
+        let b = comment_body("r2", &"b".repeat(40), &View::Starting, None, None, None);
+        assert!(!b.contains("queued"), "{b}");
+    }
+
+    #[test]
+    fn markers_round_trip() {
+        assert_eq!(
+            marked_refusal(&format!("no\n{}", refusal_marker(77))),
+            Some(77)
+        );
+        assert_eq!(marked_refusal("nothing"), None);
+        assert_eq!(marked_run("x"), None);
+    }
+}

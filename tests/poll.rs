@@ -1,0 +1,1422 @@
+//! Integration tests of the poller against the Gitea test double (127.0.0.1 only):
+//! triggers, authorization, exactly-once, launch, reporting, webhook, systemd
+//! notify, SIGTERM, and every fault the issue lists.
+mod support;
+
+use ccci::config::Config;
+use ccci::poll::service::Poller;
+use ccci::request::RunRequest;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+use support::gitea_double::{FaultKind, GiteaDouble};
+
+const TOKEN: &str = "tok-0123456789abcdef";
+const BOT: &str = "cc-ci-bot";
+const SHA: &str = "3f9a1c0000000000000000000000000000000001";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    gitea: GiteaDouble,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new(repos: &[&str], extra: &str) -> Setup {
+        Self::with_url(repos, extra, None)
+    }
+
+    fn with_url(repos: &[&str], extra: &str, url: Option<&str>) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let gitea = GiteaDouble::start(TOKEN, BOT);
+        gitea.add_member("coop-cloud", "alice");
+        for r in repos {
+            gitea.add_repo(r);
+        }
+        std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+        let d = dir.path().display();
+        let mut toml = format!(
+            r#"[gitea]
+url = "{url}"
+token_file = "{d}/token"
+bot_user = "{BOT}"
+timeout_s = 2
+
+[trigger]
+org = "coop-cloud"
+allow = ["friend"]
+
+[launch]
+kind = "command"
+command = ["/bin/sh", "-c", "echo \"$0\" >> {d}/launched"]
+
+[state]
+dir = "{d}/state"
+
+[report]
+base_url = "https://ci.example.org/runs"
+
+{extra}
+"#,
+            url = url.unwrap_or(&gitea.url),
+        );
+        for r in repos {
+            let recipe = r.rsplit('/').next().unwrap();
+            toml.push_str(&format!(
+                "[[repos]]\nrepo = \"{r}\"\nrecipe = \"{recipe}\"\n\n"
+            ));
+        }
+        let config = dir.path().join("cc-ci.toml");
+        std::fs::write(&config, toml).unwrap();
+        Setup { dir, gitea, config }
+    }
+
+    fn poller(&self) -> Poller {
+        let cfg = Config::load(&self.config).unwrap();
+        Poller::new(cfg, Arc::new(AtomicBool::new(false))).unwrap()
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn requests(&self) -> Vec<RunRequest> {
+        let dir = self.state().join("requests");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return vec![];
+        };
+        let mut v: Vec<RunRequest> = rd
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| RunRequest::load(&p).unwrap())
+            .collect();
+        v.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        v
+    }
+
+    /// Lines the launch command appended (request paths), after the children ran.
+    fn launched(&self, expect: usize) -> Vec<String> {
+        let path = self.dir.path().join("launched");
+        wait_for(|| read_lines(&path).len() >= expect, Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(100));
+        read_lines(&path)
+    }
+
+    fn run_dir(&self, run_id: &str) -> PathBuf {
+        let d = self.state().join("runs").join(run_id);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn bin(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cc-ci"));
+        c.arg("poll").arg("--config").arg(&self.config);
+        c.env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("LISTEN_FDS");
+        c
+    }
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+fn results(
+    status: &str,
+    level: u8,
+    cause: Option<&str>,
+    tiers: &[(&str, &str, Option<&str>)],
+) -> String {
+    let tiers: Vec<serde_json::Value> = tiers
+        .iter()
+        .map(|(n, s, c)| serde_json::json!({"name": n, "status": s, "started_at": null, "duration_s": 1.5, "cause": c, "reason": null}))
+        .collect();
+    serde_json::json!({
+        "schema_version": 1, "run_id": "x", "recipe": "ghost", "ref": "refs/pull/7/head", "sha": SHA, "pr": 7,
+        "status": status, "level": level, "cause": cause, "error": null,
+        "started_at": "2026-11-25T12:00:00Z", "finished_at": null, "tiers": tiers,
+        "deploys": {"count": 1, "budget": 1},
+        "invariants": {"clean_teardown": true, "no_secret_leak": true, "deploy_budget_ok": true}
+    })
+    .to_string()
+}
+
+// ---------------------------------------------------------------- triggers
+
+#[test]
+fn member_trigger_starts_exactly_one_run_and_reports_pending() {
+    let s = Setup::new(&["recipe-maintainers/ghost"], "");
+    s.gitea.add_pull("recipe-maintainers/ghost", 7, SHA);
+    let id = s.gitea.comment(
+        "recipe-maintainers/ghost",
+        7,
+        "alice",
+        "looks good\n!testme\n",
+    );
+    let mut p = s.poller();
+    let stats = p.cycle();
+    assert_eq!(stats.triggers, 1);
+
+    let reqs = s.requests();
+    assert_eq!(reqs.len(), 1);
+    let r = &reqs[0];
+    assert_eq!(r.repo, "recipe-maintainers/ghost");
+    assert_eq!(r.recipe, "ghost");
+    assert_eq!(r.pr, Some(7));
+    assert_eq!(r.sha, SHA);
+    assert_eq!(r.git_ref, "refs/pull/7/head");
+    assert_eq!(
+        r.clone_url,
+        format!("{}/recipe-maintainers/ghost.git", s.gitea.url)
+    );
+    assert_eq!(r.comment_id, Some(id));
+    assert_eq!(r.requested_by, "alice");
+    assert!(ccci::runid::is_valid(&r.run_id));
+
+    let launched = s.launched(1);
+    assert_eq!(
+        launched,
+        vec![
+            s.state()
+                .join("requests")
+                .join(format!("{}.json", r.run_id))
+                .display()
+                .to_string()
+        ]
+    );
+
+    let st = s.gitea.statuses();
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0].state, "pending");
+    assert_eq!(st[0].sha, SHA);
+    assert_eq!(st[0].context, "cc-ci");
+    assert_eq!(
+        st[0].target_url,
+        format!("https://ci.example.org/runs/{}/", r.run_id)
+    );
+    let bot = s.gitea.comments_by("recipe-maintainers/ghost", BOT);
+    assert_eq!(bot.len(), 1, "one PR comment per run");
+    assert!(bot[0].body.contains(&r.run_id));
+
+    // Later cycles and a restart: nothing new.
+    p.cycle();
+    p.cycle();
+    drop(p);
+    let mut p = s.poller();
+    p.cycle();
+    assert_eq!(s.requests().len(), 1);
+    assert_eq!(s.launched(1).len(), 1);
+    assert_eq!(
+        s.gitea.comments_by("recipe-maintainers/ghost", BOT).len(),
+        1
+    );
+    assert_eq!(s.gitea.statuses().len(), 1);
+}
+
+#[test]
+fn second_trigger_on_same_pr_queues_and_says_so() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 7, SHA);
+    s.gitea.comment(repo, 7, "alice", "!testme");
+    let mut p = s.poller();
+    p.cycle();
+    s.gitea.comment(repo, 7, "alice", "!testme");
+    p.cycle();
+    let mut reqs = s.requests();
+    reqs.sort_by_key(|r| r.comment_id);
+    assert_eq!(
+        reqs.len(),
+        2,
+        "each comment is its own run; the runner's lock serializes them"
+    );
+    let bot = s.gitea.comments_by(repo, BOT);
+    assert_eq!(bot.len(), 2);
+    assert!(
+        bot[1]
+            .body
+            .contains(&format!("queued behind run `{}`", reqs[0].run_id)),
+        "{}",
+        bot[1].body
+    );
+}
+
+#[test]
+fn failing_pr_lookup_does_not_block_other_triggers_and_is_retried() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 1, SHA);
+    s.gitea.add_pull(repo, 2, SHA);
+    s.gitea.comment(repo, 1, "alice", "!testme");
+    s.gitea.comment(repo, 2, "alice", "!testme");
+    s.gitea
+        .fault("/repos/o/r/pulls/1", FaultKind::Status(500), 1);
+    let mut p = s.poller();
+    p.cycle();
+    assert_eq!(
+        s.requests().iter().map(|r| r.pr).collect::<Vec<_>>(),
+        vec![Some(2)]
+    );
+    p.cycle();
+    assert_eq!(s.requests().len(), 2);
+}
+
+#[test]
+fn non_triggers_do_not_start_runs() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 1, SHA);
+    s.gitea.comment_at(
+        repo,
+        2,
+        false,
+        "alice",
+        "!testme",
+        support::gitea_double::now_secs(),
+    ); // an issue
+    s.gitea.comment(repo, 1, "alice", "> !testme\nquoted");
+    s.gitea.comment(repo, 1, "alice", "```\n!testme\n```");
+    s.gitea.comment(repo, 1, "alice", "please !testme");
+    s.gitea.comment(repo, 1, BOT, "!testme");
+    let mut p = s.poller();
+    assert_eq!(p.cycle().triggers, 0);
+    assert!(s.requests().is_empty());
+    assert!(s.gitea.statuses().is_empty());
+    // No PR was even looked at, no membership asked.
+    assert!(
+        s.gitea.log().iter().all(|l| l.contains("/issues/comments")),
+        "{:?}",
+        s.gitea.log()
+    );
+}
+
+#[test]
+fn old_comments_before_enrollment_lookback_are_ignored() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "[poll]\nlookback_s = 60\n");
+    s.gitea.add_pull(repo, 1, SHA);
+    let old = support::gitea_double::now_secs() - chrono::Duration::hours(2);
+    s.gitea.comment_at(repo, 1, true, "alice", "!testme", old);
+    s.poller().cycle();
+    assert!(s.requests().is_empty());
+}
+
+#[test]
+fn unauthorized_trigger_gets_one_reply_and_no_run() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 3, SHA);
+    let id = s.gitea.comment(repo, 3, "mallory", "!testme");
+    let mut p = s.poller();
+    p.cycle();
+    p.cycle();
+    drop(p);
+    s.poller().cycle();
+    assert!(s.requests().is_empty());
+    assert!(s.gitea.statuses().is_empty());
+    let replies = s.gitea.comments_by(repo, BOT);
+    assert_eq!(replies.len(), 1, "exactly one reply");
+    assert!(replies[0].body.contains("@mallory"));
+    assert!(replies[0].body.contains(&format!("refused={id}")));
+    assert_eq!(replies[0].pr, Some(3));
+}
+
+#[test]
+fn allowlisted_non_member_may_trigger() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 3, SHA);
+    s.gitea.comment(repo, 3, "Friend", "!testme");
+    s.poller().cycle();
+    assert_eq!(s.requests().len(), 1);
+    assert_eq!(s.requests()[0].requested_by, "Friend");
+}
+
+#[test]
+fn bot_outside_org_sees_303_and_denies() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.state.lock().unwrap().bot_in_org = false;
+    s.gitea.add_pull(repo, 3, SHA);
+    s.gitea.comment(repo, 3, "alice", "!testme");
+    s.poller().cycle();
+    assert!(
+        s.requests().is_empty(),
+        "303 is not membership and is not followed"
+    );
+    assert!(!s.gitea.log().iter().any(|l| l.contains("public_members")));
+}
+
+#[test]
+fn pages_through_all_comments_with_explicit_page_and_limit() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 1, SHA);
+    for i in 0..120 {
+        s.gitea.comment(repo, 1, "bob", &format!("chatter {i}"));
+    }
+    s.gitea.comment(repo, 1, "alice", "!testme");
+    let mut p = s.poller();
+    let stats = p.cycle();
+    assert_eq!(stats.triggers, 1);
+    let lists: Vec<String> = s
+        .gitea
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("/issues/comments"))
+        .collect();
+    assert_eq!(lists.len(), 3, "{lists:?}");
+    for (i, l) in lists.iter().enumerate() {
+        assert!(
+            l.contains(&format!("page={}", i + 1))
+                && l.contains("limit=50")
+                && l.contains("since="),
+            "{l}"
+        );
+    }
+    assert_eq!(s.requests().len(), 1);
+}
+
+#[test]
+fn idle_cycle_costs_one_request_per_repo_and_resumes_from_cursor() {
+    let repos = ["o/a", "o/b", "o/c"];
+    let s = Setup::new(&repos, "");
+    for r in repos {
+        s.gitea.add_pull(r, 1, SHA);
+        s.gitea.comment(r, 1, "bob", "hello");
+    }
+    let mut p = s.poller();
+    p.cycle();
+    let before = s.gitea.requests();
+    let stats = p.cycle();
+    assert_eq!(s.gitea.requests() - before, 3);
+    assert_eq!(stats.requests, 3);
+    // The cursor is the newest comment's updated time, persisted across restarts.
+    let cursors: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.state().join("poller/cursors.json")).unwrap())
+            .unwrap();
+    assert!(cursors["o/a"].as_str().unwrap().ends_with('Z'));
+    // A comment arriving later is seen.
+    s.gitea.comment("o/b", 1, "alice", "!testme");
+    assert_eq!(p.cycle().triggers, 1);
+    assert_eq!(s.requests()[0].repo, "o/b");
+}
+
+#[test]
+fn search_discovery_costs_one_request_when_idle_and_misses_nothing() {
+    let repos = ["o/a", "o/b", "o/c", "o/d"];
+    let s = Setup::new(&repos, "[poll]\ndiscovery = \"search\"\nsweep_every = 3\n");
+    for r in repos {
+        s.gitea.add_pull(r, 1, SHA);
+    }
+    let old = support::gitea_double::now_secs() - chrono::Duration::hours(1);
+    let edited = s.gitea.comment_at("o/d", 1, true, "alice", "draft", old);
+    // Make the PRs look old (as if untouched for an hour).
+    for r in repos {
+        s.gitea
+            .state
+            .lock()
+            .unwrap()
+            .repos
+            .get_mut(r)
+            .unwrap()
+            .pulls
+            .get_mut(&1)
+            .unwrap()
+            .updated = old;
+    }
+    let mut p = s.poller();
+    assert_eq!(p.cycle().requests, 4, "cycle 0 is a sweep");
+    let idle = p.cycle();
+    assert_eq!(
+        idle.requests,
+        1,
+        "an idle search cycle is one request: {:?}",
+        s.gitea.log()
+    );
+    // A new comment bumps its PR: found by the next search, only o/c is listed.
+    s.gitea.comment("o/c", 1, "alice", "!testme");
+    let n = s.gitea.requests();
+    let found = p.cycle();
+    assert_eq!(found.triggers, 1);
+    let log = s.gitea.log();
+    let listed: Vec<&String> = log[n..]
+        .iter()
+        .filter(|l| l.contains("/issues/comments"))
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0].contains("/repos/o/c/"));
+    // An edit does not bump the PR: the search misses it, the sweep (cycle 3) finds it.
+    {
+        let mut st = s.gitea.state.lock().unwrap();
+        let c = st
+            .repos
+            .get_mut("o/d")
+            .unwrap()
+            .comments
+            .iter_mut()
+            .find(|c| c.id == edited)
+            .unwrap();
+        c.body = "!testme".into();
+        c.updated = support::gitea_double::now_secs();
+    }
+    let swept = p.cycle();
+    assert_eq!(swept.triggers, 1, "the sweep lists every repo");
+    assert_eq!(s.requests().len(), 2);
+    let idle = p.cycle();
+    assert!(
+        idle.requests <= 3,
+        "search plus the recently bumped repos: {}",
+        idle.requests
+    );
+}
+
+#[test]
+fn search_failure_falls_back_to_listing_every_repo() {
+    let s = Setup::new(&["o/a", "o/b"], "[poll]\ndiscovery = \"search\"\n");
+    s.gitea.add_pull("o/b", 1, SHA);
+    let mut p = s.poller();
+    p.cycle();
+    s.gitea
+        .fault("/repos/issues/search", FaultKind::Status(500), 1);
+    s.gitea.comment("o/b", 1, "alice", "!testme");
+    let stats = p.cycle();
+    // search (failed) + 2 listings + membership + PR + status + PR comment
+    assert_eq!(stats.requests, 1 + 2 + 1 + 1 + 2, "{:?}", s.gitea.log());
+    assert_eq!(s.requests().len(), 1);
+}
+
+#[test]
+fn edited_comment_that_now_triggers_is_seen() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 1, SHA);
+    let id = s.gitea.comment(repo, 1, "alice", "draft");
+    let mut p = s.poller();
+    p.cycle();
+    std::thread::sleep(Duration::from_millis(1100));
+    {
+        let mut st = s.gitea.state.lock().unwrap();
+        let c = st
+            .repos
+            .get_mut(repo)
+            .unwrap()
+            .comments
+            .iter_mut()
+            .find(|c| c.id == id)
+            .unwrap();
+        c.body = "!testme".into();
+        c.updated = support::gitea_double::now_secs();
+    }
+    p.cycle();
+    assert_eq!(s.requests().len(), 1);
+}
+
+// ---------------------------------------------------------------- exactly once
+
+#[test]
+fn crash_between_request_and_launch_launches_exactly_once() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 1, SHA);
+    let id = s.gitea.comment(repo, 1, "alice", "!testme");
+    let out = s
+        .bin()
+        .arg("--once")
+        .env("CCCI_POLL_CRASH_AFTER_REQUEST", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the fault hook aborts the process");
+    let reqs = s.requests();
+    assert_eq!(reqs.len(), 1, "the request was written before the crash");
+    assert!(
+        read_lines(&s.dir.path().join("launched")).is_empty(),
+        "not launched before the crash"
+    );
+
+    let out = s.bin().arg("--once").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let launched = s.launched(1);
+    assert_eq!(launched.len(), 1);
+    assert!(launched[0].ends_with(&format!("{}.json", reqs[0].run_id)));
+    assert_eq!(s.requests().len(), 1, "no second request for comment {id}");
+
+    let out = s.bin().arg("--once").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(s.launched(1).len(), 1);
+}
+
+#[test]
+fn crash_after_launch_before_bookkeeping_does_not_launch_again() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 1, SHA);
+    let id = s.gitea.comment(repo, 1, "alice", "!testme");
+    // As if: request written, runner started (it made its run dir), poller died.
+    let req = RunRequest {
+        run_id: "20261125T120301Z-3f9a1c".into(),
+        repo: repo.into(),
+        recipe: "r".into(),
+        pr: Some(1),
+        sha: SHA.into(),
+        git_ref: "refs/pull/1/head".into(),
+        clone_url: "x".into(),
+        comment_id: Some(id),
+        requested_by: "alice".into(),
+        requested_at: "2026-11-25T12:03:01Z".into(),
+    };
+    std::fs::create_dir_all(s.state().join("requests")).unwrap();
+    req.store(&s.state().join("requests")).unwrap();
+    s.run_dir(&req.run_id);
+    s.poller().cycle();
+    assert_eq!(s.requests().len(), 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(read_lines(&s.dir.path().join("launched")).is_empty());
+    assert_eq!(s.gitea.statuses().len(), 1, "but it is reported");
+}
+
+// ---------------------------------------------------------------- reporting
+
+#[test]
+fn progress_then_final_report_edits_one_comment() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 7, SHA);
+    s.gitea.comment(repo, 7, "alice", "!testme");
+    let mut p = s.poller();
+    p.cycle();
+    let run_id = s.requests()[0].run_id.clone();
+    let dir = s.run_dir(&run_id);
+
+    std::fs::write(
+        dir.join("results.json"),
+        results(
+            "running",
+            1,
+            None,
+            &[("install", "passed", None), ("upgrade", "running", None)],
+        ),
+    )
+    .unwrap();
+    p.cycle();
+    let bot = s.gitea.comments_by(repo, BOT);
+    assert_eq!(bot.len(), 1);
+    assert!(
+        bot[0].body.contains("| install | passed |"),
+        "{}",
+        bot[0].body
+    );
+    assert!(bot[0].body.contains("| upgrade | running |"));
+    assert_eq!(s.gitea.statuses().last().unwrap().state, "pending");
+
+    std::fs::write(
+        dir.join("report.md"),
+        "## cc-ci: ghost level 3/5\n\n| tier | result |\n|---|---|\n| install | passed |\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("results.json"),
+        results(
+            "completed",
+            3,
+            None,
+            &[
+                ("install", "passed", None),
+                ("upgrade", "passed", None),
+                ("backup", "passed", None),
+            ],
+        ),
+    )
+    .unwrap();
+    p.cycle();
+    let bot = s.gitea.comments_by(repo, BOT);
+    assert_eq!(bot.len(), 1, "edited in place, never a second comment");
+    assert!(
+        bot[0].body.starts_with("## cc-ci: ghost level 3/5"),
+        "{}",
+        bot[0].body
+    );
+    assert!(
+        bot[0]
+            .body
+            .contains(&format!("https://ci.example.org/runs/{run_id}/badge.svg"))
+    );
+    let last = s.gitea.statuses().last().unwrap().clone();
+    assert_eq!(last.state, "success");
+    assert!(
+        last.description.contains("level 3/5"),
+        "{}",
+        last.description
+    );
+    assert_eq!(
+        last.target_url,
+        format!("https://ci.example.org/runs/{run_id}/")
+    );
+
+    let n = s.gitea.requests();
+    p.cycle();
+    assert_eq!(
+        s.gitea.requests() - n,
+        1,
+        "a finished run costs nothing more"
+    );
+}
+
+fn finish_with(
+    status: &str,
+    cause: Option<&str>,
+    tiers: &[(&str, &str, Option<&str>)],
+) -> (String, String, String) {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 7, SHA);
+    s.gitea.comment(repo, 7, "alice", "!testme");
+    let mut p = s.poller();
+    p.cycle();
+    let run_id = s.requests()[0].run_id.clone();
+    let dir = s.run_dir(&run_id);
+    std::fs::write(dir.join("report.md"), "report\n").unwrap();
+    std::fs::write(dir.join("results.json"), results(status, 1, cause, tiers)).unwrap();
+    p.cycle();
+    let last = s.gitea.statuses().last().unwrap().clone();
+    let body = s.gitea.comments_by(repo, BOT)[0].body.clone();
+    (last.state, last.description, body)
+}
+
+#[test]
+fn recipe_failure_is_failure() {
+    let (state, desc, _) = finish_with(
+        "completed",
+        Some("recipe"),
+        &[
+            ("install", "passed", None),
+            ("upgrade", "failed", Some("recipe")),
+        ],
+    );
+    assert_eq!(state, "failure");
+    assert!(desc.contains("level 1/5"));
+}
+
+#[test]
+fn infrastructure_failure_is_error() {
+    let (state, _, _) = finish_with(
+        "completed",
+        Some("infrastructure"),
+        &[("install", "failed", Some("infrastructure"))],
+    );
+    assert_eq!(state, "error");
+}
+
+#[test]
+fn cancelled_run_says_so() {
+    let (state, desc, body) = finish_with(
+        "completed",
+        Some("cancelled"),
+        &[("install", "passed", None), ("upgrade", "not_run", None)],
+    );
+    assert_eq!(state, "error");
+    assert!(desc.contains("cancelled"), "{desc}");
+    assert!(body.contains("cancelled"), "{body}");
+}
+
+#[test]
+fn runner_that_never_produces_results_is_reported_as_error() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "[poll]\nstart_timeout_s = 1\n");
+    s.gitea.add_pull(repo, 7, SHA);
+    s.gitea.comment(repo, 7, "alice", "!testme");
+    let mut p = s.poller();
+    p.cycle();
+    s.launched(1);
+    assert_eq!(s.gitea.statuses().last().unwrap().state, "pending");
+    std::thread::sleep(Duration::from_millis(2100));
+    p.cycle();
+    let last = s.gitea.statuses().last().unwrap().clone();
+    assert_eq!(last.state, "error");
+    assert!(
+        last.description.contains("did not start"),
+        "{}",
+        last.description
+    );
+    let body = &s.gitea.comments_by(repo, BOT)[0].body;
+    assert!(body.contains("did not start"), "{body}");
+}
+
+#[test]
+fn launch_that_keeps_failing_is_retried_then_reported_as_error() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "[poll]\nstart_timeout_s = 1\n");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace(
+            "command = [\"/bin/sh\"",
+            "command = [\"/nonexistent/runner\"",
+        ),
+    )
+    .unwrap();
+    s.gitea.add_pull(repo, 7, SHA);
+    s.gitea.comment(repo, 7, "alice", "!testme");
+    let mut p = s.poller();
+    p.cycle();
+    assert_eq!(s.requests().len(), 1, "the request is kept");
+    assert_eq!(s.gitea.statuses().last().unwrap().state, "pending");
+    std::thread::sleep(Duration::from_millis(2100));
+    p.cycle();
+    let last = s.gitea.statuses().last().unwrap().clone();
+    assert_eq!(last.state, "error");
+    assert!(
+        last.description.contains("could not be started"),
+        "{}",
+        last.description
+    );
+    assert_eq!(s.requests().len(), 1);
+}
+
+// ---------------------------------------------------------------- launch
+
+#[test]
+fn systemd_launch_starts_escaped_template_instance() {
+    let repo = "o/r";
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("systemctl");
+    let log = dir.path().join("systemctl.log");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$@\" >> {}\n", log.display()),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&fake)
+        .status()
+        .unwrap();
+    let s = Setup::new(
+        &[repo],
+        &format!(
+            "[launch]\nkind = \"systemd\"\nsystemctl = \"{}\"\n",
+            fake.display()
+        ),
+    );
+    // The setup's [launch] comes first; use a config with only the systemd one.
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let start = text.find("[launch]\nkind = \"command\"").unwrap();
+    let end = start + text[start..].find("\n\n").unwrap();
+    std::fs::write(&s.config, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    s.gitea.add_pull(repo, 1, SHA);
+    s.gitea.comment(repo, 1, "alice", "!testme");
+    s.poller().cycle();
+    let run_id = s.requests()[0].run_id.clone();
+    let lines = read_lines(&log);
+    let escaped = run_id.replace('-', "\\x2d");
+    assert_eq!(
+        lines[0],
+        format!("start --no-block cc-ci-runner@{escaped}.service")
+    );
+}
+
+// ---------------------------------------------------------------- faults
+
+#[test]
+fn gitea_down_is_logged_and_once_exits_zero() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    let s = Setup::with_url(&["o/r"], "", Some(&url));
+    let out = s.bin().arg("--once").output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach gitea"), "{err}");
+    assert!(!err.contains(TOKEN), "the token is never logged");
+}
+
+#[test]
+fn hanging_gitea_ends_the_cycle_early_and_loses_nothing() {
+    let repos: Vec<String> = (0..8).map(|i| format!("o/r{i}")).collect();
+    let refs: Vec<&str> = repos.iter().map(String::as_str).collect();
+    let s = Setup::new(&refs, "[poll]\nlookback_s = 3600\n");
+    s.gitea.add_pull("o/r7", 1, SHA);
+    s.gitea.comment("o/r7", 1, "alice", "!testme");
+    s.gitea.fault(
+        "/issues/comments",
+        FaultKind::Delay(Duration::from_secs(3)),
+        3,
+    );
+    let mut p = s.poller();
+    let t = Instant::now();
+    p.cycle();
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "3 timeouts of 2 s, not 8: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        s.gitea
+            .log()
+            .iter()
+            .filter(|l| l.contains("/issues/comments"))
+            .count(),
+        3
+    );
+    assert!(s.requests().is_empty());
+    p.cycle();
+    assert_eq!(s.requests().len(), 1, "the next cycle finds the comment");
+}
+
+#[test]
+fn server_error_on_one_repo_does_not_stop_the_others_and_is_retried() {
+    let s = Setup::new(&["o/a", "o/b"], "");
+    for r in ["o/a", "o/b"] {
+        s.gitea.add_pull(r, 1, SHA);
+        s.gitea.comment(r, 1, "alice", "!testme");
+    }
+    s.gitea
+        .fault("/repos/o/a/issues/comments", FaultKind::Status(502), 1);
+    let mut p = s.poller();
+    p.cycle();
+    assert_eq!(
+        s.requests()
+            .iter()
+            .map(|r| r.repo.as_str())
+            .collect::<Vec<_>>(),
+        vec!["o/b"]
+    );
+    p.cycle();
+    assert_eq!(s.requests().len(), 2);
+}
+
+#[test]
+fn timeout_is_an_error_for_that_repo_only() {
+    let s = Setup::new(&["o/a", "o/b"], "");
+    for r in ["o/a", "o/b"] {
+        s.gitea.add_pull(r, 1, SHA);
+        s.gitea.comment(r, 1, "alice", "!testme");
+    }
+    s.gitea.fault(
+        "/repos/o/a/issues/comments",
+        FaultKind::Delay(Duration::from_secs(4)),
+        1,
+    );
+    let mut p = s.poller();
+    let t = Instant::now();
+    p.cycle();
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "timeout_s = 2 bounds the wait"
+    );
+    assert_eq!(s.requests().len(), 1);
+    p.cycle();
+    assert_eq!(s.requests().len(), 2);
+}
+
+#[test]
+fn dropped_connection_and_malformed_json_are_retried_next_cycle() {
+    let s = Setup::new(&["o/a", "o/b"], "");
+    for r in ["o/a", "o/b"] {
+        s.gitea.add_pull(r, 1, SHA);
+        s.gitea.comment(r, 1, "alice", "!testme");
+    }
+    s.gitea
+        .fault("/repos/o/a/issues/comments", FaultKind::Malformed, 1);
+    s.gitea
+        .fault("/repos/o/b/issues/comments", FaultKind::Drop, 1);
+    let mut p = s.poller();
+    p.cycle();
+    assert!(s.requests().is_empty());
+    p.cycle();
+    assert_eq!(s.requests().len(), 2);
+}
+
+#[test]
+fn rate_limit_with_short_retry_after_is_waited_out() {
+    let s = Setup::new(&["o/a"], "");
+    s.gitea.add_pull("o/a", 1, SHA);
+    s.gitea.comment("o/a", 1, "alice", "!testme");
+    s.gitea
+        .fault("/repos/o/a/issues/comments", FaultKind::RateLimit(1), 1);
+    let t = Instant::now();
+    s.poller().cycle();
+    assert!(t.elapsed() >= Duration::from_secs(1));
+    assert_eq!(s.requests().len(), 1);
+}
+
+#[test]
+fn rate_limit_with_long_retry_after_pauses_all_requests() {
+    let s = Setup::new(&["o/a", "o/b"], "");
+    s.gitea
+        .fault("/repos/o/a/issues/comments", FaultKind::RateLimit(120), 1);
+    let mut p = s.poller();
+    p.cycle();
+    assert_eq!(s.gitea.requests(), 1, "stops at the 429");
+    let stats = p.cycle();
+    assert_eq!(stats.requests, 0, "no requests while Retry-After runs");
+    assert_eq!(s.gitea.requests(), 1);
+}
+
+#[test]
+fn deleted_or_closed_pull_request_starts_nothing() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 1, SHA);
+    s.gitea.add_pull(repo, 2, SHA);
+    s.gitea.delete_pull(repo, 1);
+    s.gitea.set_pull_state(repo, 2, "closed");
+    s.gitea.comment(repo, 1, "alice", "!testme");
+    s.gitea.comment(repo, 2, "alice", "!testme");
+    let mut p = s.poller();
+    p.cycle();
+    p.cycle();
+    assert!(s.requests().is_empty());
+    let pulls = s
+        .gitea
+        .log()
+        .iter()
+        .filter(|l| l.contains("/pulls/"))
+        .count();
+    assert_eq!(pulls, 2, "each looked at once, then remembered");
+}
+
+#[test]
+fn missing_enrolled_repo_is_logged_and_others_work() {
+    let s = Setup::new(
+        &["o/a"],
+        "[[repos]]\nrepo = \"o/gone\"\nrecipe = \"gone\"\n",
+    );
+    s.gitea.add_pull("o/a", 1, SHA);
+    s.gitea.comment("o/a", 1, "alice", "!testme");
+    let out = s.bin().arg("--once").output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("o/gone") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert_eq!(s.requests().len(), 1);
+}
+
+#[test]
+fn huge_comment_body_is_handled() {
+    let s = Setup::new(&["o/a"], "");
+    s.gitea.add_pull("o/a", 1, SHA);
+    let mut body = "x".repeat(3 * 1024 * 1024);
+    body.push_str("\n!testme\n");
+    s.gitea.comment("o/a", 1, "alice", &body);
+    s.gitea
+        .comment("o/a", 1, "bob", &"y".repeat(2 * 1024 * 1024));
+    s.poller().cycle();
+    assert_eq!(s.requests().len(), 1);
+}
+
+#[test]
+fn missing_or_empty_token_file_refuses_to_start_naming_it() {
+    let s = Setup::new(&["o/a"], "");
+    let token = s.dir.path().join("token");
+    std::fs::write(&token, "  \n").unwrap();
+    let out = s.bin().arg("--once").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&token.display().to_string()) && err.contains("empty"),
+        "{err}"
+    );
+    std::fs::remove_file(&token).unwrap();
+    let out = s.bin().arg("--once").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&token.display().to_string()), "{err}");
+    assert_eq!(s.gitea.requests(), 0);
+}
+
+#[test]
+fn unwritable_state_dir_refuses_to_start() {
+    let s = Setup::new(&["o/a"], "");
+    // A regular file where the state dir should be: not writable even for root.
+    std::fs::write(s.state(), "not a dir").unwrap();
+    let out = s.bin().arg("--once").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not writable") && err.contains(&s.state().display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_config_key_is_an_error_with_suggestion() {
+    let s = Setup::new(&["o/a"], "");
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("interval_s", "x");
+    std::fs::write(
+        &s.config,
+        text.replace("[report]", "[poll]\nintervall_s = 3\n\n[report]"),
+    )
+    .unwrap();
+    let out = s.bin().arg("--once").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did you mean `interval_s`?"), "{err}");
+}
+
+#[test]
+fn redirects_are_not_followed_so_the_token_stays_home() {
+    let other = GiteaDouble::start("other-token", BOT);
+    other.add_repo("o/a");
+    let s = Setup::new(&["o/a"], "");
+    s.gitea.fault(
+        "/repos/o/a/issues/comments",
+        FaultKind::Redirect(format!("{}/api/v1/repos/o/a/issues/comments", other.url)),
+        1,
+    );
+    let stats = s.poller().cycle();
+    assert_eq!(stats.requests, 1);
+    assert_eq!(other.requests(), 0, "the redirect was not followed");
+    assert!(other.state.lock().unwrap().bad_auth.is_empty());
+}
+
+// ---------------------------------------------------------------- service, webhook, systemd
+
+struct Notify {
+    sock: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+}
+
+impl Notify {
+    fn new(dir: &Path) -> Notify {
+        let path = dir.join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Notify { sock, path }
+    }
+    fn wait_for(&self, what: &str, timeout: Duration) -> bool {
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        while start.elapsed() < timeout {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                if String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == what)
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn post(port: u16, event: &str, signature: Option<&str>, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req = format!(
+        "POST /hook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Gitea-Event: {event}\r\nX-Gitea-Event-Type: pull_request_comment\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(sig) = signature {
+        req.push_str(&format!("X-Gitea-Signature: {sig}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn sign(secret: &str, body: &str) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[test]
+fn webhook_checks_signature_and_shares_dedupe_with_poll() {
+    let repo = "o/r";
+    let port = free_port();
+    let s0 = Setup::new(&[repo], "");
+    let secret_file = s0.dir.path().join("hook-secret");
+    std::fs::write(&secret_file, "hook-secret-value\n").unwrap();
+    let s = s0;
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace(
+            "[report]",
+            &format!("[poll]\ninterval_s = 3600\n\n[webhook]\nlisten = \"127.0.0.1:{port}\"\nsecret_file = \"{}\"\n\n[report]", secret_file.display()),
+        ),
+    )
+    .unwrap();
+    s.gitea.add_pull(repo, 7, SHA);
+    let notify = Notify::new(s.dir.path());
+    let mut child = s
+        .bin()
+        .env("NOTIFY_SOCKET", &notify.path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        notify.wait_for("READY=1", Duration::from_secs(10)),
+        "READY=1 sent"
+    );
+
+    // The comment appears in Gitea only now, after the first (hourly) cycle.
+    assert!(wait_for(
+        || s.gitea.log().iter().any(|l| l.contains("/issues/comments")),
+        Duration::from_secs(5)
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    let id = s.gitea.comment(repo, 7, "alice", "!testme");
+    let payload = serde_json::json!({
+        "action": "created",
+        "issue": {"number": 7, "pull_request": {"merged": false}},
+        "comment": {"id": id, "body": "!testme", "user": {"login": "alice"}},
+        "repository": {"full_name": repo},
+        "sender": {"login": "alice"},
+        "is_pull": true
+    })
+    .to_string();
+    assert_eq!(post(port, "issue_comment", None, &payload), 401);
+    assert_eq!(
+        post(
+            port,
+            "issue_comment",
+            Some(&sign("wrong", &payload)),
+            &payload
+        ),
+        401
+    );
+    assert_eq!(
+        post(port, "issue_comment", Some(&"0".repeat(64)), &payload),
+        401
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(s.requests().is_empty(), "a bad signature does nothing");
+    assert_eq!(
+        s.gitea.requests(),
+        2,
+        "only the first cycle's listing and bot check reached gitea: {:?}",
+        s.gitea.log()
+    );
+
+    let good = sign("hook-secret-value", &payload);
+    assert_eq!(post(port, "issue_comment", Some(&good), &payload), 202);
+    assert!(wait_for(|| s.requests().len() == 1, Duration::from_secs(5)));
+    // A replay of the same event: deduped.
+    assert_eq!(post(port, "issue_comment", Some(&good), &payload), 202);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.requests().len(), 1);
+
+    // Stop cleanly on SIGTERM.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let t = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert!(notify.wait_for("STOPPING=1", Duration::from_secs(1)));
+
+    // The poll sees the same comment later: still one run.
+    s.poller().cycle();
+    assert_eq!(s.requests().len(), 1);
+    assert_eq!(s.launched(1).len(), 1);
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        !err.contains("hook-secret-value") && !err.contains(TOKEN),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_mid_cycle_stops_promptly_and_cleanly() {
+    let repos: Vec<String> = (0..6).map(|i| format!("o/r{i}")).collect();
+    let refs: Vec<&str> = repos.iter().map(String::as_str).collect();
+    let s = Setup::new(&refs, "");
+    for r in &repos {
+        s.gitea.fault(
+            &format!("/repos/{r}/issues/comments"),
+            FaultKind::Delay(Duration::from_millis(500)),
+            1,
+        );
+    }
+    let mut child = s.bin().stderr(Stdio::null()).spawn().unwrap();
+    assert!(wait_for(
+        || s.gitea.requests() >= 2,
+        Duration::from_secs(10)
+    ));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let t = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(s.gitea.requests() < 6 + 1, "the cycle ended early");
+}
+
+#[test]
+fn webhook_on_socket_passed_by_systemd() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    let secret_file = s.dir.path().join("hook-secret");
+    std::fs::write(&secret_file, "sock-secret").unwrap();
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace(
+            "[report]",
+            &format!(
+                "[poll]\ninterval_s = 3600\n\n[webhook]\nsecret_file = \"{}\"\n\n[report]",
+                secret_file.display()
+            ),
+        ),
+    )
+    .unwrap();
+    s.gitea.add_pull(repo, 7, SHA);
+    // As systemd does for cc-ci-hook.socket: the listening socket is fd 3.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec {} poll --config {}",
+            env!("CARGO_BIN_EXE_cc-ci"),
+            s.config.display()
+        ))
+        .env_remove("NOTIFY_SOCKET")
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe dup2 between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(listener);
+    assert!(wait_for(
+        || s.gitea.log().iter().any(|l| l.contains("/issues/comments")),
+        Duration::from_secs(5)
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    let id = s.gitea.comment(repo, 7, "alice", "!testme");
+    let payload = serde_json::json!({
+        "action": "created",
+        "issue": {"number": 7, "pull_request": {"merged": false}},
+        "comment": {"id": id, "body": "!testme", "user": {"login": "alice"}},
+        "repository": {"full_name": repo},
+        "is_pull": true
+    })
+    .to_string();
+    assert_eq!(
+        post(
+            port,
+            "issue_comment",
+            Some(&sign("nope", &payload)),
+            &payload
+        ),
+        401
+    );
+    assert_eq!(
+        post(
+            port,
+            "issue_comment",
+            Some(&sign("sock-secret", &payload)),
+            &payload
+        ),
+        202
+    );
+    let ok = wait_for(|| s.requests().len() == 1, Duration::from_secs(5));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(ok, "the webhook on the inherited socket started the run");
+}
+
+#[test]
+fn watchdog_is_pinged_when_enabled() {
+    let s = Setup::new(&["o/a"], "[poll]\ninterval_s = 1\n");
+    let notify = Notify::new(s.dir.path());
+    // systemd sets WATCHDOG_PID to the service's pid: exec keeps the shell's.
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "WATCHDOG_PID=$$ exec {} poll --config {}",
+            env!("CARGO_BIN_EXE_cc-ci"),
+            s.config.display()
+        ))
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "600000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ok = notify.wait_for("WATCHDOG=1", Duration::from_secs(5));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok);
+}
+
+#[test]
+fn example_config_loads_with_every_section() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cc-ci.toml");
+    let c = Config::load(&path).unwrap();
+    let g = c.gitea.as_ref().unwrap();
+    assert_eq!(g.url, "https://git.example.org");
+    assert_eq!(c.trigger.org.as_deref(), Some("coop-cloud"));
+    assert_eq!(c.repos.len(), 2);
+    assert!(c.webhook.is_some());
+    assert_eq!(c.launch.kind, ccci::config::LaunchKind::Systemd);
+    assert_eq!(
+        c.report.base_url.as_deref(),
+        Some("https://ci.example.org/runs")
+    );
+}
