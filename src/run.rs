@@ -129,6 +129,16 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         .output
         .clone()
         .unwrap_or_else(|| config.state.dir.join("runs").join(&target.run_id));
+    // A run request runs once: a second start of the same request (a unit restarted
+    // by hand, a poller relaunching after a crash) must not deploy again.
+    if (args.request.is_some() || args.instance.is_some()) && artifacts_dir.join("results.json").exists() {
+        bail!(
+            "run {} already ran (results in {}); a run request runs once; comment the trigger \
+             again for a new run",
+            target.run_id,
+            artifacts_dir.display()
+        );
+    }
     writable_dir(&artifacts_dir)?;
     let artifacts_dir = artifacts_dir.canonicalize()?;
     let scratch = config.state.runtime_dir.join("runs").join(&target.run_id);

@@ -451,6 +451,10 @@ fn a_run_request_tests_the_commented_commit() {
     assert_eq!(r["app_domain"], "hello-pr3.t-request.localhost");
     assert_eq!(r["level"], 5, "{}", out.describe());
     assert_eq!(out.run_dir(), setup.dir.path().join("state/runs").join(run_id).canonicalize().unwrap());
+    // The same request again does not run again.
+    let again = setup.run(&["--instance", run_id]);
+    assert_error(&again, &["already ran", "runs once"]);
+    assert_eq!(out.results()["level"], 5, "the first run's results are untouched");
     assert_nothing_left(&setup.stack("hello-pr3"));
 }
 

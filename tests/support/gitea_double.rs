@@ -88,6 +88,9 @@ pub struct State {
     pub faults: Vec<Fault>,
     pub next_id: u64,
     pub base: String,
+    /// Clone URLs that differ from `<base>/<repo>.git` (e.g. a local repository path,
+    /// for tests where a real runner clones the recipe).
+    pub clone_urls: HashMap<String, String>,
     /// Authorization headers that were not the expected token (should stay empty).
     pub bad_auth: Vec<String>,
 }
@@ -137,6 +140,10 @@ impl GiteaDouble {
             .repos
             .entry(repo.into())
             .or_default();
+    }
+
+    pub fn set_clone_url(&self, repo: &str, url: &str) {
+        self.state.lock().unwrap().clone_urls.insert(repo.into(), url.into());
     }
 
     pub fn add_pull(&self, repo: &str, number: u64, sha: &str) {
@@ -435,10 +442,11 @@ fn comment_json(base: &str, repo: &str, c: &StoredComment) -> Value {
     })
 }
 
-fn repo_json(base: &str, full: &str) -> Value {
+fn repo_json(base: &str, full: &str, clone_url: Option<&String>) -> Value {
     let (owner, name) = full.split_once('/').unwrap();
+    let clone_url = clone_url.cloned().unwrap_or_else(|| format!("{base}/{full}.git"));
     json!({"id": 1, "owner": {"login": owner}, "name": name, "full_name": full,
-        "clone_url": format!("{base}/{full}.git"), "html_url": format!("{base}/{full}")})
+        "clone_url": clone_url, "html_url": format!("{base}/{full}")})
 }
 
 fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
@@ -585,7 +593,7 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
                     let head_repo = if p.fork_deleted {
                         Value::Null
                     } else {
-                        repo_json(&base, &full)
+                        repo_json(&base, &full, st.clone_urls.get(&full))
                     };
                     let head_ref = if p.fork_deleted {
                         format!("refs/pull/{}/head", p.number)
@@ -598,7 +606,7 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
                             "id": p.number + 5000, "number": p.number, "state": p.state, "merged": p.merged,
                             "title": "a change", "html_url": format!("{base}/{full}/pulls/{}", p.number),
                             "head": {"label": p.head_ref, "ref": head_ref, "sha": p.head_sha, "repo_id": 1, "repo": head_repo},
-                            "base": {"label": "main", "ref": "main", "sha": "0".repeat(40), "repo_id": 1, "repo": repo_json(&base, &full)}
+                            "base": {"label": "main", "ref": "main", "sha": "0".repeat(40), "repo_id": 1, "repo": repo_json(&base, &full, st.clone_urls.get(&full))}
                         }),
                     )
                 }
