@@ -347,7 +347,17 @@ impl Client {
             ("page", page.to_string()),
             ("limit", PAGE_LIMIT.to_string()),
         ];
-        let (status, headers, bytes) = self.send("GET", &path, &query, None)?;
+        self.get_page(&path, &query)
+    }
+
+    /// A paged GET: the items and Gitea's `X-Total-Count` (the comments list sends no
+    /// `Link` header, so paging stops on a short page or at the total).
+    fn get_page<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<(Vec<T>, Option<u64>)> {
+        let (status, headers, bytes) = self.send("GET", path, query, None)?;
         let what = format!("GET {path}");
         self.expect(what.clone(), status, &[200], &bytes)?;
         let total = headers
@@ -368,14 +378,7 @@ impl Client {
             ("page", page.to_string()),
             ("limit", PAGE_LIMIT.to_string()),
         ];
-        let (status, headers, bytes) = self.send("GET", &path, &query, None)?;
-        let what = format!("GET {path}");
-        self.expect(what.clone(), status, &[200], &bytes)?;
-        let total = headers
-            .get("X-Total-Count")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        Ok((Self::json(what, &bytes)?, total))
+        self.get_page(&path, &query)
     }
 
     /// A pull request; `None` when it does not exist (deleted, or not a PR).
