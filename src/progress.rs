@@ -58,7 +58,9 @@ impl Progress {
         s.tail.clear();
         if s.enabled && !s.live {
             let elapsed = s.run_start.elapsed().as_secs();
-            eprintln!("[{:>3}s] {name}", elapsed);
+            // A closed stderr (journald restarted, a pipe reader gone) must never stop
+            // a run: write errors are ignored, never panics as with eprintln!.
+            let _ = writeln!(std::io::stderr(), "[{elapsed:>3}s] {name}");
         }
         drop(s);
         self.redraw();
@@ -71,7 +73,7 @@ impl Progress {
             // Not a terminal (the journal under systemd, a pipe): every masked line,
             // so `journalctl -u cc-ci-runner@…` shows the run's log.
             if s.enabled {
-                eprintln!("  {}", line.trim_end());
+                let _ = writeln!(std::io::stderr(), "  {}", line.trim_end());
             }
             return;
         }

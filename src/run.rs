@@ -19,6 +19,7 @@ use crate::runid;
 use crate::swarm;
 use anyhow::{Context, anyhow, bail};
 use chrono::Utc;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -422,17 +423,21 @@ fn write_final_artifacts(
 }
 
 fn print_summary(results: &Results, path: &Path) {
-    println!(
+    // Ignore write errors: the run is over and its results are on disk.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "cc-ci run {}: {} at {} (upgrade base {})",
         results.run_id,
         results.recipe,
         &results.sha[..results.sha.len().min(12)],
         results.upgrade_base.as_deref().unwrap_or("none")
     );
-    println!("{:<8} {:<8} {:>9}  {:<14} detail", "tier", "status", "duration", "cause");
+    let _ = writeln!(out, "{:<8} {:<8} {:>9}  {:<14} detail", "tier", "status", "duration", "cause");
     for t in &results.tiers {
         let status = serde_json::to_value(t.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-        println!(
+        let _ = writeln!(
+        out,
             "{:<8} {:<8} {:>9}  {:<14} {}",
             t.name,
             status,
@@ -442,12 +447,13 @@ fn print_summary(results: &Results, path: &Path) {
         );
     }
     let inv = &results.invariants;
-    println!(
+    let _ = writeln!(
+        out,
         "deploys {}/{} · clean teardown {} · no secret leak {} · deploy budget {}",
         results.deploys.count, results.deploys.budget, inv.clean_teardown, inv.no_secret_leak, inv.deploy_budget_ok
     );
-    println!("level: {}", results.level);
-    println!("results: {}", path.display());
+    let _ = writeln!(out, "level: {}", results.level);
+    let _ = writeln!(out, "results: {}", path.display());
 }
 
 #[cfg(test)]

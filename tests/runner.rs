@@ -591,3 +591,21 @@ fn a_missing_image_is_an_infrastructure_failure() {
     assert!(diag.to_lowercase().contains("no such image"), "{diag}");
     assert_nothing_left(&setup.stack("hello"));
 }
+
+/// A closed stderr (journald restarted, `| head` gone) must not stop a run: with
+/// eprintln! the runner would panic mid-teardown and leave the app on the swarm.
+#[test]
+fn a_closed_stderr_does_not_stop_the_run_or_its_teardown() {
+    let setup = Setup::new("t-epipe");
+    let mut child = setup
+        .command(&["no-backup"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take()); // the reader goes away at once
+    let out = RunOutput::from(child.wait_with_output().unwrap());
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    assert_eq!(out.results()["level"], 2, "{}", out.describe());
+    assert_nothing_left(&setup.stack("no-backup"));
+}
