@@ -76,7 +76,18 @@ impl Abra<'_> {
     pub fn new_app(&self, recipe: &str) -> Result<()> {
         self.run(
             "app new",
-            &["app", "new", recipe, "-s", &self.server, "-D", &self.domain, "-n", "-o", "-C"],
+            &[
+                "app",
+                "new",
+                recipe,
+                "-s",
+                &self.server,
+                "-D",
+                &self.domain,
+                "-n",
+                "-o",
+                "-C",
+            ],
         )?;
         Ok(())
     }
@@ -86,14 +97,26 @@ impl Abra<'_> {
     pub fn generate_secrets(&self) -> Result<usize> {
         let command = "app secret generate";
         let out = self.exec.run(
-            self.cmd(&["app", "secret", "generate", &self.domain, "-a", "-m", "-n", "-o", "-C"]).capture(),
+            self.cmd(&[
+                "app",
+                "secret",
+                "generate",
+                &self.domain,
+                "-a",
+                "-m",
+                "-n",
+                "-o",
+                "-C",
+            ])
+            .capture(),
         )?;
         let values = parse_generated(&out.stdout).map_err(|detail| Error::Format {
             command: command.into(),
             detail,
         });
         if let Ok(v) = &values {
-            self.exec.add_secrets(v.iter().map(|s| s.as_bytes().to_vec()));
+            self.exec
+                .add_secrets(v.iter().map(|s| s.as_bytes().to_vec()));
         }
         // Logged only now, through masks that include the values just learnt.
         self.exec.log_bytes(&out.stdout);
@@ -120,13 +143,19 @@ impl Abra<'_> {
 
     /// `abra app backup create <domain> -n -o -C`
     pub fn backup(&self) -> Result<()> {
-        self.run("app backup create", &["app", "backup", "create", &self.domain, "-n", "-o", "-C"])?;
+        self.run(
+            "app backup create",
+            &["app", "backup", "create", &self.domain, "-n", "-o", "-C"],
+        )?;
         Ok(())
     }
 
     /// `abra app restore <domain> -n -o -C`
     pub fn restore(&self) -> Result<()> {
-        self.run("app restore", &["app", "restore", &self.domain, "-n", "-o", "-C"])?;
+        self.run(
+            "app restore",
+            &["app", "restore", &self.domain, "-n", "-o", "-C"],
+        )?;
         Ok(())
     }
 
@@ -194,7 +223,14 @@ fn parse_generated(stdout: &[u8]) -> std::result::Result<Vec<String>, String> {
 fn env_value(text: &str, key: &str) -> Option<String> {
     text.lines().find_map(|l| {
         let (k, v) = l.split_once('=')?;
-        (k.trim() == key).then(|| v.split(" #").next().unwrap_or("").trim().trim_matches('"').to_string())
+        (k.trim() == key).then(|| {
+            v.split(" #")
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"')
+                .to_string()
+        })
     })
 }
 
@@ -202,7 +238,10 @@ fn set_env_lines(text: &str, vars: &[(String, String)]) -> String {
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
     for (key, value) in vars {
         let line = format!("{key}={value}");
-        match lines.iter_mut().find(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == key)) {
+        match lines
+            .iter_mut()
+            .find(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == key))
+        {
             Some(existing) => *existing = line,
             None => lines.push(line),
         }
@@ -226,8 +265,17 @@ mod tests {
     #[test]
     fn env_lines_replace_and_append() {
         let text = "TYPE=hello\nCOMPOSE_FILE=compose.yml\n";
-        assert_eq!(env_value(text, "COMPOSE_FILE").as_deref(), Some("compose.yml"));
-        let out = set_env_lines(text, &[("COMPOSE_FILE".into(), "a.yml:b.yml".into()), ("X".into(), "1".into())]);
+        assert_eq!(
+            env_value(text, "COMPOSE_FILE").as_deref(),
+            Some("compose.yml")
+        );
+        let out = set_env_lines(
+            text,
+            &[
+                ("COMPOSE_FILE".into(), "a.yml:b.yml".into()),
+                ("X".into(), "1".into()),
+            ],
+        );
         assert_eq!(out, "TYPE=hello\nCOMPOSE_FILE=a.yml:b.yml\nX=1\n");
     }
 

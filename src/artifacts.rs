@@ -153,9 +153,15 @@ pub fn report(results: &Results) -> String {
             "| {} | {} | {} | {} | {} |\n",
             t.name,
             status_cell(t.status),
-            t.duration_s.map(|d| format!("{d:.1} s")).unwrap_or_default(),
+            t.duration_s
+                .map(|d| format!("{d:.1} s"))
+                .unwrap_or_default(),
             t.cause.map(|c| c.as_str()).unwrap_or(""),
-            t.reason.as_deref().unwrap_or("").replace('|', "\\|").replace('\n', " "),
+            t.reason
+                .as_deref()
+                .unwrap_or("")
+                .replace('|', "\\|")
+                .replace('\n', " "),
         ));
     }
     let inv = &results.invariants;
@@ -188,7 +194,12 @@ pub fn scan_for_secrets(dir: &Path, masker: &Masker) -> Vec<PathBuf> {
             match entry.file_type() {
                 Ok(t) if t.is_dir() => stack.push(path),
                 // An artifact that cannot be read cannot be shown clean.
-                Ok(t) if t.is_file() && std::fs::read(&path).map(|b| masker.contains_secret(&b)).unwrap_or(true) => {
+                Ok(t)
+                    if t.is_file()
+                        && std::fs::read(&path)
+                            .map(|b| masker.contains_secret(&b))
+                            .unwrap_or(true) =>
+                {
                     hits.push(path);
                 }
                 _ => {}

@@ -9,7 +9,11 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
 
 #[derive(Debug, Parser)]
-#[command(name = "cc-ci", version, about = "Continuous integration for Co-op Cloud recipes")]
+#[command(
+    name = "cc-ci",
+    version,
+    about = "Continuous integration for Co-op Cloud recipes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -54,7 +58,11 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct RedactArgs {
     /// Directory whose regular files (recursively) are secrets. Repeatable.
-    #[arg(long = "secrets-dir", value_name = "DIR", default_value = "/run/secrets")]
+    #[arg(
+        long = "secrets-dir",
+        value_name = "DIR",
+        default_value = "/run/secrets"
+    )]
     pub secrets_dirs: Vec<PathBuf>,
     /// Values shorter than this many bytes are not masked.
     #[arg(long, value_name = "N", default_value_t = crate::redact::DEFAULT_MIN_LEN)]

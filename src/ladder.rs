@@ -17,7 +17,10 @@ pub const TIERS: [&str; 5] = ["install", "upgrade", "backup", "restore", "custom
 
 /// The level: tiers passed in order from the bottom.
 pub fn level(tiers: &[TierResult]) -> u8 {
-    tiers.iter().take_while(|t| t.status == TierStatus::Passed).count() as u8
+    tiers
+        .iter()
+        .take_while(|t| t.status == TierStatus::Passed)
+        .count() as u8
 }
 
 /// How a tier ended.
@@ -167,7 +170,10 @@ impl<'a> Ladder<'a> {
             self.exec.note(&format!(
                 "=== tier {name}: {:?}{} ===",
                 t.status,
-                t.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                t.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
             ));
             on_change(&tiers);
         }
@@ -202,18 +208,30 @@ impl<'a> Ladder<'a> {
             .map_err(|e| fail(Cause::Harness, e.to_string()))?;
         let overlay = self.ci_dir.join(OVERLAY);
         if overlay.is_file() {
-            std::fs::copy(&overlay, self.checkout.dir.join(OVERLAY))
-                .map_err(|e| fail(Cause::Harness, format!("copying {}: {e}", overlay.display())))?;
+            std::fs::copy(&overlay, self.checkout.dir.join(OVERLAY)).map_err(|e| {
+                fail(
+                    Cause::Harness,
+                    format!("copying {}: {e}", overlay.display()),
+                )
+            })?;
         }
-        self.abra.new_app(&self.checkout.recipe).map_err(|e| fail(Cause::Recipe, e.to_string()))?;
+        self.abra
+            .new_app(&self.checkout.recipe)
+            .map_err(|e| fail(Cause::Recipe, e.to_string()))?;
         if !self.meta.APP_ENV.is_empty() {
             let vars: Vec<(String, String)> = self.meta.APP_ENV.clone().into_iter().collect();
-            self.abra.set_env(&vars).map_err(|e| fail(Cause::Harness, e.to_string()))?;
+            self.abra
+                .set_env(&vars)
+                .map_err(|e| fail(Cause::Harness, e.to_string()))?;
         }
         if overlay.is_file() {
-            self.abra.add_compose_file(OVERLAY).map_err(|e| fail(Cause::Harness, e.to_string()))?;
+            self.abra
+                .add_compose_file(OVERLAY)
+                .map_err(|e| fail(Cause::Harness, e.to_string()))?;
         }
-        self.abra.generate_secrets().map_err(|e| fail(Cause::Recipe, e.to_string()))?;
+        self.abra
+            .generate_secrets()
+            .map_err(|e| fail(Cause::Recipe, e.to_string()))?;
         self.deploy(tier, version, false)
     }
 
@@ -230,12 +248,16 @@ impl<'a> Ladder<'a> {
         if deployed.is_ok() && healthy.is_ok() {
             return Ok(());
         }
-        let diagnostics = swarm::diagnostics(self.exec, &self.stack).unwrap_or_else(|e| format!("diagnostics unavailable: {e}"));
+        let diagnostics = swarm::diagnostics(self.exec, &self.stack)
+            .unwrap_or_else(|e| format!("diagnostics unavailable: {e}"));
         let file = self.save_diagnostics(tier, &diagnostics);
         let (cause, reason) = match (deployed, healthy) {
             (Err(e), _) => {
                 let text = format!("{e}\n{diagnostics}");
-                (swarm::classify(&text).unwrap_or(Cause::Recipe), format!("deploy of {version} failed: {e}"))
+                (
+                    swarm::classify(&text).unwrap_or(Cause::Recipe),
+                    format!("deploy of {version} failed: {e}"),
+                )
             }
             (Ok(()), Err(u)) => (u.cause, format!("{version} {}", u.reason)),
             (Ok(()), Ok(())) => unreachable!(),
@@ -263,7 +285,12 @@ impl<'a> Ladder<'a> {
             .clone()
             .ok_or_else(|| fail(Cause::Harness, "no upgrade base was resolved"))?;
         // Start from a fresh app at the base version: the install's app goes first.
-        self.remove_app().map_err(|e| fail(Cause::Infrastructure, format!("removing the install app: {e}")))?;
+        self.remove_app().map_err(|e| {
+            fail(
+                Cause::Infrastructure,
+                format!("removing the install app: {e}"),
+            )
+        })?;
         let base_commit = self
             .checkout
             .resolve(&base)
@@ -279,8 +306,13 @@ impl<'a> Ladder<'a> {
             .map_err(|e| fail(Cause::Harness, e.to_string()))?;
         self.deploy("upgrade", "tested ref", true)?;
         if let Some(p) = &probe {
-            self.expect_marker(p, &format!("written-by-{base}"), "data written before the upgrade")?;
-            self.exec.note("data written at the base version survived the upgrade");
+            self.expect_marker(
+                p,
+                &format!("written-by-{base}"),
+                "data written before the upgrade",
+            )?;
+            self.exec
+                .note("data written at the base version survived the upgrade");
         }
         Ok(End::Passed)
     }
@@ -294,7 +326,9 @@ impl<'a> Ladder<'a> {
         if let Some(p) = self.data_probe()? {
             self.write_marker(&p, &format!("backed-up-{}", self.run_id))?;
         }
-        self.abra.backup().map_err(|e| fail(Cause::Recipe, e.to_string()))?;
+        self.abra
+            .backup()
+            .map_err(|e| fail(Cause::Recipe, e.to_string()))?;
         Ok(End::Passed)
     }
 
@@ -303,19 +337,30 @@ impl<'a> Ladder<'a> {
         if let Some(p) = &probe {
             self.write_marker(p, "changed-after-backup")?;
         }
-        self.abra.restore().map_err(|e| fail(Cause::Recipe, e.to_string()))?;
+        self.abra
+            .restore()
+            .map_err(|e| fail(Cause::Recipe, e.to_string()))?;
         let timeout = Duration::from_secs(self.meta.converge_timeout_s());
-        if let Err(u) = swarm::wait_healthy(self.exec, &self.stack, timeout).map_err(|e| fail(Cause::Infrastructure, e.to_string()))? {
+        if let Err(u) = swarm::wait_healthy(self.exec, &self.stack, timeout)
+            .map_err(|e| fail(Cause::Infrastructure, e.to_string()))?
+        {
             return Err(fail(u.cause, format!("after restore: {}", u.reason)));
         }
         match &probe {
             Some(p) => {
-                self.expect_marker(p, &format!("backed-up-{}", self.run_id), "data changed after the backup")?;
-                self.exec.note("data changed after the backup is back to the backed-up state");
+                self.expect_marker(
+                    p,
+                    &format!("backed-up-{}", self.run_id),
+                    "data changed after the backup",
+                )?;
+                self.exec
+                    .note("data changed after the backup is back to the backed-up state");
             }
             None => {
                 return Ok(End::Skipped {
-                    reason: "no data location to check: set DATA_SERVICE and DATA_PATH in meta.toml".into(),
+                    reason:
+                        "no data location to check: set DATA_SERVICE and DATA_PATH in meta.toml"
+                            .into(),
                 });
             }
         }
@@ -330,12 +375,22 @@ impl<'a> Ladder<'a> {
             .map_err(|e| fail(Cause::Harness, e.to_string()))?;
         let mut tests = Vec::new();
         if shipped {
-            tests.extend(executables(&recipe_tests.join("tests")).into_iter().map(|p| ("recipe", p)));
+            tests.extend(
+                executables(&recipe_tests.join("tests"))
+                    .into_iter()
+                    .map(|p| ("recipe", p)),
+            );
         }
-        tests.extend(executables(&self.ci_dir.join("tests")).into_iter().map(|p| ("ci", p)));
+        tests.extend(
+            executables(&self.ci_dir.join("tests"))
+                .into_iter()
+                .map(|p| ("ci", p)),
+        );
         if tests.is_empty() {
             return Ok(End::Skipped {
-                reason: "no executable tests in the recipe's tests/ or the CI's recipes/<recipe>/tests/".into(),
+                reason:
+                    "no executable tests in the recipe's tests/ or the CI's recipes/<recipe>/tests/"
+                        .into(),
             });
         }
         self.hook("setup_custom_tests.sh", "custom")?;
@@ -343,7 +398,10 @@ impl<'a> Ladder<'a> {
         let _ = std::fs::create_dir_all(&junit_dir);
         let mut failed = Vec::new();
         for (origin, path) in tests {
-            let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let file = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let name = format!("{origin}/{file}");
             let junit_file = junit_dir.join(format!("{origin}-{file}.xml"));
             let started_at = Utc::now();
@@ -385,8 +443,18 @@ impl<'a> Ladder<'a> {
             }
         }
         if let Some((name, exit, message)) = failed.first() {
-            let cause = if *exit == Exit::TimedOut { Cause::Timeout } else { Cause::Recipe };
-            return Err(fail(cause, format!("{} of the custom tests failed, first {name}: {message}", failed.len())));
+            let cause = if *exit == Exit::TimedOut {
+                Cause::Timeout
+            } else {
+                Cause::Recipe
+            };
+            return Err(fail(
+                cause,
+                format!(
+                    "{} of the custom tests failed, first {name}: {message}",
+                    failed.len()
+                ),
+            ));
         }
         Ok(End::Passed)
     }
@@ -399,10 +467,19 @@ impl<'a> Ladder<'a> {
         }
         let out = self
             .exec
-            .run(Cmd::new("bash").arg(&path).envs(&self.env).env("CCCI_TIER", tier).dir(&self.ci_dir))
+            .run(
+                Cmd::new("bash")
+                    .arg(&path)
+                    .envs(&self.env)
+                    .env("CCCI_TIER", tier)
+                    .dir(&self.ci_dir),
+            )
             .map_err(|e| fail(Cause::Harness, e.to_string()))?;
         if !out.exit.success() {
-            return Err(fail(Cause::Recipe, format!("hook {file} failed ({})", out.exit)));
+            return Err(fail(
+                Cause::Recipe,
+                format!("hook {file} failed ({})", out.exit),
+            ));
         }
         Ok(())
     }
@@ -420,10 +497,16 @@ impl<'a> Ladder<'a> {
         let missed = swarm::leaks(self.exec, &self.stack).unwrap_or_else(unknown);
         let mut left = Vec::new();
         if !missed.is_empty() {
-            self.exec.note(&format!("abra's teardown left {}: removing directly", missed.join(", ")));
+            self.exec.note(&format!(
+                "abra's teardown left {}: removing directly",
+                missed.join(", ")
+            ));
             left = swarm::force_clean(self.exec, &self.stack).unwrap_or_else(unknown);
             if !left.is_empty() {
-                self.exec.note(&format!("still left after direct removal: {}", left.join(", ")));
+                self.exec.note(&format!(
+                    "still left after direct removal: {}",
+                    left.join(", ")
+                ));
             }
         }
         Teardown { missed, left }
@@ -431,7 +514,9 @@ impl<'a> Ladder<'a> {
 
     /// Undeploy and remove the app (volumes, secrets, env).
     fn remove_app(&self) -> Result<(), crate::abra::Error> {
-        let deployed = swarm::services(self.exec, &self.stack).map(|s| !s.is_empty()).unwrap_or(true);
+        let deployed = swarm::services(self.exec, &self.stack)
+            .map(|s| !s.is_empty())
+            .unwrap_or(true);
         if deployed {
             self.abra.undeploy()?;
         }
@@ -442,10 +527,12 @@ impl<'a> Ladder<'a> {
     }
 
     fn backup_services(&self) -> Result<Vec<(String, Labels)>, End> {
-        let services = swarm::services(self.exec, &self.stack).map_err(|e| fail(Cause::Infrastructure, e.to_string()))?;
+        let services = swarm::services(self.exec, &self.stack)
+            .map_err(|e| fail(Cause::Infrastructure, e.to_string()))?;
         let mut out = Vec::new();
         for svc in services {
-            let labels = swarm::service_labels(self.exec, &svc).map_err(|e| fail(Cause::Infrastructure, e.to_string()))?;
+            let labels = swarm::service_labels(self.exec, &svc)
+                .map_err(|e| fail(Cause::Infrastructure, e.to_string()))?;
             if labels.get("backupbot.backup").map(String::as_str) == Some("true") {
                 out.push((svc, labels));
             }
@@ -461,16 +548,27 @@ impl<'a> Ladder<'a> {
         }
         let probe = match self.meta.data_probe() {
             Some((s, p)) => Some((s.to_string(), p.to_string())),
-            None => self.backup_services()?.into_iter().find_map(|(svc, labels)| {
-                let path = labels.get("backupbot.backup.path").cloned().or_else(|| {
-                    labels
-                        .iter()
-                        .find(|(k, _)| k.starts_with("backupbot.backup.volumes.") && k.ends_with(".path"))
-                        .map(|(_, v)| v.clone())
-                })?;
-                let service = svc.strip_prefix(&format!("{}_", self.stack)).unwrap_or(&svc).to_string();
-                Some((service, path.split(',').next().unwrap_or("").trim().to_string()))
-            }),
+            None => self
+                .backup_services()?
+                .into_iter()
+                .find_map(|(svc, labels)| {
+                    let path = labels.get("backupbot.backup.path").cloned().or_else(|| {
+                        labels
+                            .iter()
+                            .find(|(k, _)| {
+                                k.starts_with("backupbot.backup.volumes.") && k.ends_with(".path")
+                            })
+                            .map(|(_, v)| v.clone())
+                    })?;
+                    let service = svc
+                        .strip_prefix(&format!("{}_", self.stack))
+                        .unwrap_or(&svc)
+                        .to_string();
+                    Some((
+                        service,
+                        path.split(',').next().unwrap_or("").trim().to_string(),
+                    ))
+                }),
         };
         if probe.is_none() {
             self.exec.note("no data location known (no backupbot path label, no DATA_SERVICE/DATA_PATH): data checks skipped");
@@ -482,7 +580,12 @@ impl<'a> Ladder<'a> {
     fn container(&self, service: &str) -> Result<String, End> {
         swarm::container(self.exec, &self.stack, service)
             .map_err(|e| fail(Cause::Infrastructure, e.to_string()))?
-            .ok_or_else(|| fail(Cause::Recipe, format!("no running container of service {service}")))
+            .ok_or_else(|| {
+                fail(
+                    Cause::Recipe,
+                    format!("no running container of service {service}"),
+                )
+            })
     }
 
     fn write_marker(&self, (service, path): &(String, String), value: &str) -> Result<(), End> {
@@ -491,20 +594,35 @@ impl<'a> Ladder<'a> {
         let out = swarm::exec_sh(self.exec, &c, "printf %s \"$1\" > \"$2\"", &[value, &file])
             .map_err(|e| fail(Cause::Infrastructure, e.to_string()))?;
         if !out.exit.success() {
-            return Err(fail(Cause::Recipe, format!("cannot write {file} in service {service}: {}", out.stderr.trim())));
+            return Err(fail(
+                Cause::Recipe,
+                format!(
+                    "cannot write {file} in service {service}: {}",
+                    out.stderr.trim()
+                ),
+            ));
         }
         Ok(())
     }
 
-    fn expect_marker(&self, probe: &(String, String), expected: &str, what: &str) -> Result<(), End> {
+    fn expect_marker(
+        &self,
+        probe: &(String, String),
+        expected: &str,
+        what: &str,
+    ) -> Result<(), End> {
         let c = self.container(&probe.0)?;
         let file = format!("{}/{MARKER}", probe.1.trim_end_matches('/'));
-        let out = swarm::exec_sh(self.exec, &c, "cat \"$1\"", &[&file]).map_err(|e| fail(Cause::Infrastructure, e.to_string()))?;
+        let out = swarm::exec_sh(self.exec, &c, "cat \"$1\"", &[&file])
+            .map_err(|e| fail(Cause::Infrastructure, e.to_string()))?;
         let found = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.exit.success() || found != expected {
             return Err(fail(
                 Cause::Recipe,
-                format!("{what} is lost: {file} in service {} holds {found:?}, expected {expected:?}", probe.0),
+                format!(
+                    "{what} is lost: {file} in service {} holds {found:?}, expected {expected:?}",
+                    probe.0
+                ),
             ));
         }
         Ok(())
@@ -514,7 +632,10 @@ impl<'a> Ladder<'a> {
 fn stopped_end(reason: StopReason, context: &str) -> End {
     match reason {
         StopReason::Cancelled => fail(Cause::Cancelled, format!("cancelled ({context})")),
-        StopReason::Deadline => fail(Cause::Timeout, format!("the run's deadline passed ({context})")),
+        StopReason::Deadline => fail(
+            Cause::Timeout,
+            format!("the run's deadline passed ({context})"),
+        ),
     }
 }
 
@@ -533,7 +654,11 @@ fn executables(dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
+        .filter(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
         .collect();
     out.sort();
     out
@@ -557,11 +682,26 @@ mod tests {
     #[test]
     fn level_counts_passed_from_the_bottom() {
         use TierStatus::*;
-        assert_eq!(level(&[Passed, Passed, Passed, Passed, Passed].map(tier)), 5);
-        assert_eq!(level(&[Passed, Failed, NotRun, NotRun, NotRun].map(tier)), 1);
-        assert_eq!(level(&[Passed, Passed, Skipped, NotRun, NotRun].map(tier)), 2);
-        assert_eq!(level(&[Failed, NotRun, NotRun, NotRun, NotRun].map(tier)), 0);
+        assert_eq!(
+            level(&[Passed, Passed, Passed, Passed, Passed].map(tier)),
+            5
+        );
+        assert_eq!(
+            level(&[Passed, Failed, NotRun, NotRun, NotRun].map(tier)),
+            1
+        );
+        assert_eq!(
+            level(&[Passed, Passed, Skipped, NotRun, NotRun].map(tier)),
+            2
+        );
+        assert_eq!(
+            level(&[Failed, NotRun, NotRun, NotRun, NotRun].map(tier)),
+            0
+        );
         // A pass above a skip does not count.
-        assert_eq!(level(&[Passed, Skipped, Passed, Passed, Passed].map(tier)), 1);
+        assert_eq!(
+            level(&[Passed, Skipped, Passed, Passed, Passed].map(tier)),
+            1
+        );
     }
 }

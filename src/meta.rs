@@ -62,14 +62,18 @@ impl RecipeMeta {
             return Err("DATA_SERVICE and DATA_PATH must be set together".into());
         }
         if let Some(p) = self.DATA_PATH.as_ref().filter(|p| !p.starts_with('/')) {
-            return Err(format!("DATA_PATH {p:?} must be an absolute path in the container"));
+            return Err(format!(
+                "DATA_PATH {p:?} must be an absolute path in the container"
+            ));
         }
         for key in self.APP_ENV.keys() {
             let ok = !key.is_empty()
                 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 && !key.as_bytes()[0].is_ascii_digit();
             if !ok {
-                return Err(format!("APP_ENV key {key:?} is not a valid env variable name"));
+                return Err(format!(
+                    "APP_ENV key {key:?} is not a valid env variable name"
+                ));
             }
         }
         Ok(())
@@ -89,10 +93,17 @@ mod tests {
     #[test]
     fn typo_suggests_key() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FILE_NAME), "UPGRADE_BASE_VERSON = \"1.0.0+1\"\n").unwrap();
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            "UPGRADE_BASE_VERSON = \"1.0.0+1\"\n",
+        )
+        .unwrap();
         let err = RecipeMeta::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("meta.toml"), "{err}");
-        assert!(err.contains("did you mean `UPGRADE_BASE_VERSION`?"), "{err}");
+        assert!(
+            err.contains("did you mean `UPGRADE_BASE_VERSION`?"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -187,7 +187,13 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(stop: Stop, log: File, progress: Progress, secrets: Vec<Vec<u8>>, min_len: usize) -> Executor {
+    pub fn new(
+        stop: Stop,
+        log: File,
+        progress: Progress,
+        secrets: Vec<Vec<u8>>,
+        min_len: usize,
+    ) -> Executor {
         let masker = Arc::new(Masker::new(&secrets, min_len));
         Executor {
             stop,
@@ -288,7 +294,14 @@ impl Executor {
         unsafe {
             command.pre_exec(|| {
                 // Die with the runner, even on SIGKILL of the runner.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
                 // Own process group: signals to the runner do not hit children directly;
@@ -358,7 +371,8 @@ impl Executor {
         Ok(Output {
             exit,
             stdout,
-            stderr: String::from_utf8_lossy(&masker_for_stderr(&self.masker(), &stderr)).into_owned(),
+            stderr: String::from_utf8_lossy(&masker_for_stderr(&self.masker(), &stderr))
+                .into_owned(),
         })
     }
 }
@@ -385,10 +399,20 @@ fn terminate_group(pid: i32, child: &mut std::process::Child) {
 
 /// Copy one pipe: masked into the sink (unless `quiet`), raw into the returned buffer
 /// when `keep` (bounded to the last 1 MiB).
-fn pump(mut from: impl Read, masker: &Arc<Masker>, sink: &Arc<Mutex<Sink>>, keep: bool, quiet: bool) -> Vec<u8> {
+fn pump(
+    mut from: impl Read,
+    masker: &Arc<Masker>,
+    sink: &Arc<Mutex<Sink>>,
+    keep: bool,
+    quiet: bool,
+) -> Vec<u8> {
     const KEEP_MAX: usize = 1 << 20;
     let mut kept = Vec::new();
-    let mut writer = masker.writer(SinkWriter { sink: Arc::clone(sink), line: Vec::new(), quiet });
+    let mut writer = masker.writer(SinkWriter {
+        sink: Arc::clone(sink),
+        line: Vec::new(),
+        quiet,
+    });
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match from.read(&mut buf) {

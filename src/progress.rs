@@ -40,10 +40,12 @@ impl Progress {
         };
         if live {
             let ticker = p.clone();
-            std::thread::spawn(move || loop {
-                std::thread::sleep(Duration::from_millis(500));
-                if !ticker.redraw() {
-                    break;
+            std::thread::spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_millis(500));
+                    if !ticker.redraw() {
+                        break;
+                    }
                 }
             });
         }

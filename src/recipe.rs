@@ -15,9 +15,13 @@ pub enum Error {
          there (runner.recipes_dir) or pass its path"
     )]
     NotFound { name: String, path: PathBuf },
-    #[error("{0} is not a git repository (no .git); a recipe must be a git checkout with release tags")]
+    #[error(
+        "{0} is not a git repository (no .git); a recipe must be a git checkout with release tags"
+    )]
     NotARepo(PathBuf),
-    #[error("ref {git_ref:?} not found in recipe {recipe}; give a branch, tag or commit that exists (`git -C {path} tag -l` lists releases)")]
+    #[error(
+        "ref {git_ref:?} not found in recipe {recipe}; give a branch, tag or commit that exists (`git -C {path} tag -l` lists releases)"
+    )]
     RefNotFound {
         recipe: String,
         git_ref: String,
@@ -130,7 +134,12 @@ pub struct Checkout {
 impl Checkout {
     /// Clone `source` (path or URL) into `dir`, fetching `fetch_ref` too when given
     /// (a PR head such as `refs/pull/7/head` is not among the cloned branches).
-    pub fn clone(recipe: &str, source: &str, dir: &Path, fetch_ref: Option<&str>) -> Result<Checkout> {
+    pub fn clone(
+        recipe: &str,
+        source: &str,
+        dir: &Path,
+        fetch_ref: Option<&str>,
+    ) -> Result<Checkout> {
         let parent = dir.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(parent).map_err(|e| Error::Git {
             args: "clone".into(),
@@ -139,7 +148,13 @@ impl Checkout {
         })?;
         git(
             parent,
-            &["clone", "-q", "--no-checkout", source, &dir.to_string_lossy()],
+            &[
+                "clone",
+                "-q",
+                "--no-checkout",
+                source,
+                &dir.to_string_lossy(),
+            ],
         )?;
         let checkout = Checkout {
             recipe: recipe.to_string(),
@@ -148,7 +163,10 @@ impl Checkout {
         // A PR head (`refs/pull/7/head`) is not among the cloned branches: fetch it
         // into a private ref so its commits are present.
         if let Some(r) = fetch_ref.filter(|r| r.starts_with("refs/")) {
-            git(dir, &["fetch", "-q", "origin", &format!("+{r}:refs/ccci/fetched")])?;
+            git(
+                dir,
+                &["fetch", "-q", "origin", &format!("+{r}:refs/ccci/fetched")],
+            )?;
         }
         Ok(checkout)
     }
@@ -160,7 +178,15 @@ impl Checkout {
             format!("refs/tags/{git_ref}"),
             format!("origin/{git_ref}"),
         ] {
-            if let Ok(sha) = git(&self.dir, &["rev-parse", "-q", "--verify", &format!("{candidate}^{{commit}}")]) {
+            if let Ok(sha) = git(
+                &self.dir,
+                &[
+                    "rev-parse",
+                    "-q",
+                    "--verify",
+                    &format!("{candidate}^{{commit}}"),
+                ],
+            ) {
                 return Ok(sha);
             }
         }
@@ -173,7 +199,10 @@ impl Checkout {
 
     /// Check out `commit` (detached); the working tree then is what a chaos deploy uses.
     pub fn checkout(&self, commit: &str) -> Result<()> {
-        git(&self.dir, &["checkout", "-q", "--force", "--detach", commit])?;
+        git(
+            &self.dir,
+            &["checkout", "-q", "--force", "--detach", commit],
+        )?;
         Ok(())
     }
 
@@ -182,7 +211,11 @@ impl Checkout {
         let tags = git(&self.dir, &["tag", "-l"])?;
         let mut releases: Vec<(semver::Version, String)> = tags
             .lines()
-            .filter_map(|t| semver::Version::parse(t.trim()).ok().map(|v| (v, t.trim().to_string())))
+            .filter_map(|t| {
+                semver::Version::parse(t.trim())
+                    .ok()
+                    .map(|v| (v, t.trim().to_string()))
+            })
             .filter(|(v, _)| v.pre.is_empty())
             .collect();
         releases.sort();
@@ -191,7 +224,13 @@ impl Checkout {
 
     /// The version to upgrade from: `pinned` (must be a tag), else the newest release
     /// tag whose commit is an ancestor of `sha` and is not `sha` itself.
-    pub fn upgrade_base(&self, sha: &str, git_ref: &str, pinned: Option<&str>, meta_path: &Path) -> Result<String> {
+    pub fn upgrade_base(
+        &self,
+        sha: &str,
+        git_ref: &str,
+        pinned: Option<&str>,
+        meta_path: &Path,
+    ) -> Result<String> {
         if let Some(version) = pinned {
             return match self.resolve_tag(version) {
                 Some(_) => Ok(version.to_string()),
@@ -203,7 +242,9 @@ impl Checkout {
             };
         }
         for (_, tag) in self.releases()?.into_iter().rev() {
-            let Some(tag_commit) = self.resolve_tag(&tag) else { continue };
+            let Some(tag_commit) = self.resolve_tag(&tag) else {
+                continue;
+            };
             if tag_commit == sha {
                 continue;
             }
@@ -226,14 +267,26 @@ impl Checkout {
     }
 
     fn resolve_tag(&self, tag: &str) -> Option<String> {
-        git(&self.dir, &["rev-parse", "-q", "--verify", &format!("refs/tags/{tag}^{{commit}}")]).ok()
+        git(
+            &self.dir,
+            &[
+                "rev-parse",
+                "-q",
+                "--verify",
+                &format!("refs/tags/{tag}^{{commit}}"),
+            ],
+        )
+        .ok()
     }
 
     /// Copy the tracked `tests/` directory at `commit` into `dest` (the snapshot the
     /// custom tier runs, so later checkouts cannot change it). Returns false if the
     /// recipe has no `tests/` at that commit.
     pub fn snapshot_tests(&self, commit: &str, dest: &Path) -> Result<bool> {
-        let listing = git(&self.dir, &["ls-tree", "-r", "--name-only", commit, "tests/"])?;
+        let listing = git(
+            &self.dir,
+            &["ls-tree", "-r", "--name-only", commit, "tests/"],
+        )?;
         if listing.is_empty() {
             return Ok(false);
         }
@@ -256,7 +309,11 @@ impl Checkout {
             .spawn()
             .map_err(Error::GitMissing)?;
         use std::io::Write;
-        tar.stdin.take().expect("piped").write_all(&archive.stdout).map_err(Error::GitMissing)?;
+        tar.stdin
+            .take()
+            .expect("piped")
+            .write_all(&archive.stdout)
+            .map_err(Error::GitMissing)?;
         let ok = tar.wait().map_err(Error::GitMissing)?.success();
         if !archive.status.success() || !ok {
             return Err(Error::Git {
@@ -301,7 +358,10 @@ mod tests {
             assert!(ok, "{args:?}");
         };
         run(&["init", "-q", "-b", "main"]);
-        for (i, tag) in ["1.0.0+1.0", "1.2.0+1.2", "1.10.0+2.0", ""].iter().enumerate() {
+        for (i, tag) in ["1.0.0+1.0", "1.2.0+1.2", "1.10.0+2.0", ""]
+            .iter()
+            .enumerate()
+        {
             std::fs::write(src.join("f"), i.to_string()).unwrap();
             run(&["add", "f"]);
             run(&["commit", "-q", "-m", "c"]);
@@ -309,7 +369,8 @@ mod tests {
                 run(&["tag", "-a", tag, "-m", tag]);
             }
         }
-        let co = Checkout::clone("r", &src.to_string_lossy(), &dir.path().join("co"), None).unwrap();
+        let co =
+            Checkout::clone("r", &src.to_string_lossy(), &dir.path().join("co"), None).unwrap();
         (dir, co)
     }
 
@@ -319,13 +380,25 @@ mod tests {
         let head = co.resolve("main").unwrap();
         let meta = Path::new("meta.toml");
         // semver order, not string order: 1.10.0 > 1.2.0
-        assert_eq!(co.upgrade_base(&head, "main", None, meta).unwrap(), "1.10.0+2.0");
+        assert_eq!(
+            co.upgrade_base(&head, "main", None, meta).unwrap(),
+            "1.10.0+2.0"
+        );
         let tagged = co.resolve("1.10.0+2.0").unwrap();
-        assert_eq!(co.upgrade_base(&tagged, "1.10.0+2.0", None, meta).unwrap(), "1.2.0+1.2");
+        assert_eq!(
+            co.upgrade_base(&tagged, "1.10.0+2.0", None, meta).unwrap(),
+            "1.2.0+1.2"
+        );
         let first = co.resolve("1.0.0+1.0").unwrap();
-        let err = co.upgrade_base(&first, "1.0.0+1.0", None, meta).unwrap_err();
+        let err = co
+            .upgrade_base(&first, "1.0.0+1.0", None, meta)
+            .unwrap_err();
         assert!(err.to_string().contains("UPGRADE_BASE_VERSION"), "{err}");
-        assert_eq!(co.upgrade_base(&head, "main", Some("1.0.0+1.0"), meta).unwrap(), "1.0.0+1.0");
+        assert_eq!(
+            co.upgrade_base(&head, "main", Some("1.0.0+1.0"), meta)
+                .unwrap(),
+            "1.0.0+1.0"
+        );
         assert!(matches!(
             co.upgrade_base(&head, "main", Some("9.9.9+9"), meta),
             Err(Error::BaseTagMissing { .. })

@@ -41,7 +41,13 @@ fn target(args: &RunArgs, config: &Config) -> anyhow::Result<Target> {
     let instance_request = args
         .instance
         .as_ref()
-        .map(|name| config.state.dir.join("requests").join(format!("{name}.json")))
+        .map(|name| {
+            config
+                .state
+                .dir
+                .join("requests")
+                .join(format!("{name}.json"))
+        })
         .filter(|p| p.is_file());
     if let Some(path) = args.request.as_ref().or(instance_request.as_ref()) {
         let req = RunRequest::load(path)?;
@@ -74,7 +80,9 @@ fn target(args: &RunArgs, config: &Config) -> anyhow::Result<Target> {
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
         Some(p) => Ok(Config::load(p)?),
-        None if Path::new(config::DEFAULT_PATH).exists() => Ok(Config::load(Path::new(config::DEFAULT_PATH))?),
+        None if Path::new(config::DEFAULT_PATH).exists() => {
+            Ok(Config::load(Path::new(config::DEFAULT_PATH))?)
+        }
         None => Ok(Config::defaults(PathBuf::from("/etc/cc-ci"))),
     }
 }
@@ -109,11 +117,19 @@ fn abra_binary(configured: &Path) -> anyhow::Result<PathBuf> {
 }
 
 fn writable_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("output dir {} cannot be created; pass a writable --output DIR", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "output dir {} cannot be created; pass a writable --output DIR",
+            dir.display()
+        )
+    })?;
     let probe = dir.join(".ccci-write-test");
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("output dir {} is not writable; pass a writable --output DIR", dir.display()))?;
+    std::fs::write(&probe, b"").with_context(|| {
+        format!(
+            "output dir {} is not writable; pass a writable --output DIR",
+            dir.display()
+        )
+    })?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
@@ -132,7 +148,9 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         .unwrap_or_else(|| config.state.dir.join("runs").join(&target.run_id));
     // A run request runs once: a second start of the same request (a unit restarted
     // by hand, a poller relaunching after a crash) must not deploy again.
-    if (args.request.is_some() || args.instance.is_some()) && artifacts_dir.join("results.json").exists() {
+    if (args.request.is_some() || args.instance.is_some())
+        && artifacts_dir.join("results.json").exists()
+    {
         bail!(
             "run {} already ran (results in {}); a run request runs once; comment the trigger \
              again for a new run",
@@ -148,7 +166,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
 
     let cancel = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&cancel)).context("installing signal handlers")?;
+        signal_hook::flag::register(sig, Arc::clone(&cancel))
+            .context("installing signal handlers")?;
     }
     let stop = Stop {
         cancel,
@@ -158,7 +177,13 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     let log = std::fs::File::create(artifacts_dir.join("run.log"))
         .with_context(|| format!("cannot create {}", artifacts_dir.join("run.log").display()))?;
     let progress = Progress::stderr(true);
-    let exec = Executor::new(stop, log, progress.clone(), secrets, redact::DEFAULT_MIN_LEN);
+    let exec = Executor::new(
+        stop,
+        log,
+        progress.clone(),
+        secrets,
+        redact::DEFAULT_MIN_LEN,
+    );
 
     let domain = app_domain(&target.recipe, target.pr, &config.runner.domain);
     let results_path = artifacts_dir.join("results.json");
@@ -178,7 +203,10 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         started_at: Utc::now(),
         finished_at: None,
         tiers: Vec::new(),
-        deploys: Deploys { count: 0, budget: 0 },
+        deploys: Deploys {
+            count: 0,
+            budget: 0,
+        },
         invariants: Invariants {
             clean_teardown: true,
             no_secret_leak: true,
@@ -186,10 +214,22 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         },
         leaks: Vec::new(),
     };
-    exec.note(&format!("cc-ci run {} of {} ({}) as {domain}", target.run_id, target.recipe, target.git_ref));
+    exec.note(&format!(
+        "cc-ci run {} of {} ({}) as {domain}",
+        target.run_id, target.recipe, target.git_ref
+    ));
 
     // Everything before the first deploy: on error, record it and deploy nothing.
-    let prepared = prepare(&config, &target, &meta, &exec, &domain, &scratch, &results_path, &mut results);
+    let prepared = prepare(
+        &config,
+        &target,
+        &meta,
+        &exec,
+        &domain,
+        &scratch,
+        &results_path,
+        &mut results,
+    );
     let (lock, checkout, abra_bin) = match prepared {
         Ok(p) => p,
         Err(err) => {
@@ -197,7 +237,11 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
             exec.note(&format!("error: {err:#}"));
             results.status = RunStatus::Error;
             results.error = Some(format!("{err:#}"));
-            results.cause = Some(if exec.stop.check().is_some() { Cause::Cancelled } else { Cause::Harness });
+            results.cause = Some(if exec.stop.check().is_some() {
+                Cause::Cancelled
+            } else {
+                Cause::Harness
+            });
             results.finished_at = Some(Utc::now());
             let _ = results.write(&results_path);
             let _ = std::fs::remove_dir_all(&scratch);
@@ -206,7 +250,17 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     };
 
     let deploys_file = scratch.join("deploys");
-    let env = contract_env(&target, &results, &domain, &config, &artifacts_dir, &scratch, &deploys_file, &checkout, &abra_bin);
+    let env = contract_env(
+        &target,
+        &results,
+        &domain,
+        &config,
+        &artifacts_dir,
+        &scratch,
+        &deploys_file,
+        &checkout,
+        &abra_bin,
+    );
     let abra = Abra {
         exec: &exec,
         bin: abra_bin,
@@ -242,7 +296,10 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     } else {
         exec.note("error: the runner panicked during the climb (harness bug); tearing down");
         for t in results.tiers.iter_mut() {
-            if matches!(t.status, crate::results::TierStatus::Running | crate::results::TierStatus::Pending) {
+            if matches!(
+                t.status,
+                crate::results::TierStatus::Running | crate::results::TierStatus::Pending
+            ) {
                 t.status = crate::results::TierStatus::Failed;
                 t.cause = Some(Cause::Harness);
                 t.reason = Some("the runner panicked".into());
@@ -280,7 +337,10 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     let _ = std::fs::remove_dir_all(&scratch);
 
     let wall_s = wall.elapsed().as_secs_f64();
-    let overhead = (wall.elapsed().saturating_sub(timing.external + timing.waiting)).as_secs_f64();
+    let overhead = (wall
+        .elapsed()
+        .saturating_sub(timing.external + timing.waiting))
+    .as_secs_f64();
     let timing_json = serde_json::json!({
         "wall_s": wall_s,
         "external_s": timing.external.as_secs_f64(),
@@ -289,7 +349,10 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         "overhead_pct": 100.0 * overhead / wall_s.max(1e-9),
         "commands": timing.commands,
     });
-    artifacts::write_atomic(&artifacts_dir.join("timing.json"), timing_json.to_string().as_bytes())?;
+    artifacts::write_atomic(
+        &artifacts_dir.join("timing.json"),
+        timing_json.to_string().as_bytes(),
+    )?;
     write_final_artifacts(&exec, &mut results, &tests, &artifacts_dir, &results_path)?;
     progress.finish();
     print_summary(&results, &results_path);
@@ -315,14 +378,19 @@ fn prepare(
 
     // State is keyed by run id (scratch, artifacts): nothing shared is touched before
     // the lock, so a waiting run cannot disturb the holder.
-    exec.progress().stage(&format!("waiting for the lock of {domain}"));
+    exec.progress()
+        .stage(&format!("waiting for the lock of {domain}"));
     let lock_path = lock::lock_path(&config.state.runtime_dir.join("locks"), domain);
     let waited = Instant::now();
     let lock = lock::acquire(
         &lock_path,
         &target.run_id,
         Duration::from_secs(config.runner.lock_timeout_s),
-        |holder| exec.note(&format!("{domain} is locked by run {holder}: waiting (queued)")),
+        |holder| {
+            exec.note(&format!(
+                "{domain} is locked by run {holder}: waiting (queued)"
+            ))
+        },
         || exec.stop.check().is_some(),
     )?;
     exec.add_waiting(waited.elapsed());
@@ -335,18 +403,30 @@ fn prepare(
         Some(&target.git_ref),
     )?;
     let sha = checkout.resolve(target.sha.as_deref().unwrap_or(&target.git_ref))?;
-    let meta_path = config.recipe_ci_dir(&target.recipe).join(crate::meta::FILE_NAME);
-    let base = checkout.upgrade_base(&sha, &target.git_ref, meta.UPGRADE_BASE_VERSION.as_deref(), &meta_path)?;
+    let meta_path = config
+        .recipe_ci_dir(&target.recipe)
+        .join(crate::meta::FILE_NAME);
+    let base = checkout.upgrade_base(
+        &sha,
+        &target.git_ref,
+        meta.UPGRADE_BASE_VERSION.as_deref(),
+        &meta_path,
+    )?;
     exec.note(&format!("testing {sha}; upgrade base {base}"));
     results.sha = sha;
     results.upgrade_base = Some(base);
-    results.write(results_path).context("writing results.json")?;
+    results
+        .write(results_path)
+        .context("writing results.json")?;
     // Holding the lock proves no live run owns this app: anything of its stack on the
     // swarm is an orphan of a run that died without tearing down (kill -9, reboot).
     let stack = swarm::stack_name(domain);
     let orphans = swarm::leaks(exec, &stack)?;
     if !orphans.is_empty() {
-        exec.note(&format!("reaping what a dead run of {domain} left: {}", orphans.join(", ")));
+        exec.note(&format!(
+            "reaping what a dead run of {domain} left: {}",
+            orphans.join(", ")
+        ));
         let left = swarm::force_clean(exec, &stack)?;
         if !left.is_empty() {
             bail!(
@@ -379,8 +459,14 @@ fn contract_env(
         ("CCCI_RECIPE".into(), target.recipe.clone()),
         ("CCCI_REF".into(), target.git_ref.clone()),
         ("CCCI_SHA".into(), results.sha.clone()),
-        ("CCCI_PR".into(), target.pr.map(|n| n.to_string()).unwrap_or_default()),
-        ("CCCI_UPGRADE_BASE".into(), results.upgrade_base.clone().unwrap_or_default()),
+        (
+            "CCCI_PR".into(),
+            target.pr.map(|n| n.to_string()).unwrap_or_default(),
+        ),
+        (
+            "CCCI_UPGRADE_BASE".into(),
+            results.upgrade_base.clone().unwrap_or_default(),
+        ),
         ("CCCI_APP_DOMAIN".into(), domain.to_string()),
         ("CCCI_STACK_NAME".into(), swarm::stack_name(domain)),
         ("CCCI_APP_URL".into(), format!("https://{domain}")),
@@ -402,7 +488,8 @@ fn write_final_artifacts(
     results_path: &Path,
 ) -> anyhow::Result<()> {
     let write = |name: &str, text: String| {
-        artifacts::write_atomic(&dir.join(name), text.as_bytes()).with_context(|| format!("writing {name}"))
+        artifacts::write_atomic(&dir.join(name), text.as_bytes())
+            .with_context(|| format!("writing {name}"))
     };
     write("junit.xml", artifacts::junit(results, tests))?;
     write("badge.svg", artifacts::badge(results))?;
@@ -415,7 +502,10 @@ fn write_final_artifacts(
     results.invariants.no_secret_leak = hits.is_empty();
     if !hits.is_empty() {
         let names: Vec<String> = hits.iter().map(|p| p.display().to_string()).collect();
-        exec.note(&format!("secret values found in artifacts: {}", names.join(", ")));
+        exec.note(&format!(
+            "secret values found in artifacts: {}",
+            names.join(", ")
+        ));
         write("report.md", artifacts::report(results))?;
     }
     results.write(results_path)?;
@@ -433,15 +523,24 @@ fn print_summary(results: &Results, path: &Path) {
         &results.sha[..results.sha.len().min(12)],
         results.upgrade_base.as_deref().unwrap_or("none")
     );
-    let _ = writeln!(out, "{:<8} {:<8} {:>9}  {:<14} detail", "tier", "status", "duration", "cause");
-    for t in &results.tiers {
-        let status = serde_json::to_value(t.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-        let _ = writeln!(
+    let _ = writeln!(
         out,
+        "{:<8} {:<8} {:>9}  {:<14} detail",
+        "tier", "status", "duration", "cause"
+    );
+    for t in &results.tiers {
+        let status = serde_json::to_value(t.status)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
             "{:<8} {:<8} {:>9}  {:<14} {}",
             t.name,
             status,
-            t.duration_s.map(|d| format!("{d:.1} s")).unwrap_or_default(),
+            t.duration_s
+                .map(|d| format!("{d:.1} s"))
+                .unwrap_or_default(),
             t.cause.map(|c| c.as_str()).unwrap_or("-"),
             t.reason.as_deref().unwrap_or("")
         );
@@ -450,7 +549,11 @@ fn print_summary(results: &Results, path: &Path) {
     let _ = writeln!(
         out,
         "deploys {}/{} · clean teardown {} · no secret leak {} · deploy budget {}",
-        results.deploys.count, results.deploys.budget, inv.clean_teardown, inv.no_secret_leak, inv.deploy_budget_ok
+        results.deploys.count,
+        results.deploys.budget,
+        inv.clean_teardown,
+        inv.no_secret_leak,
+        inv.deploy_budget_ok
     );
     let _ = writeln!(out, "level: {}", results.level);
     let _ = writeln!(out, "results: {}", path.display());
@@ -462,8 +565,17 @@ mod tests {
 
     #[test]
     fn domains_share_only_within_recipe_and_pr() {
-        assert_eq!(app_domain("hello", None, "ci.localhost"), "hello.ci.localhost");
-        assert_eq!(app_domain("hello", Some(7), "ci.localhost"), "hello-pr7.ci.localhost");
-        assert_ne!(app_domain("hello", Some(7), "d"), app_domain("hello", Some(8), "d"));
+        assert_eq!(
+            app_domain("hello", None, "ci.localhost"),
+            "hello.ci.localhost"
+        );
+        assert_eq!(
+            app_domain("hello", Some(7), "ci.localhost"),
+            "hello-pr7.ci.localhost"
+        );
+        assert_ne!(
+            app_domain("hello", Some(7), "d"),
+            app_domain("hello", Some(8), "d")
+        );
     }
 }

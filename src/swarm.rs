@@ -10,9 +10,13 @@ pub const STACK_LABEL: &str = "com.docker.stack.namespace";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("docker is not available ({0}); install docker.io and start it (`systemctl start docker`)")]
+    #[error(
+        "docker is not available ({0}); install docker.io and start it (`systemctl start docker`)"
+    )]
     NoDocker(String),
-    #[error("the Docker engine is not in an active swarm (state {0:?}); run `docker swarm init --advertise-addr 127.0.0.1`")]
+    #[error(
+        "the Docker engine is not in an active swarm (state {0:?}); run `docker swarm init --advertise-addr 127.0.0.1`"
+    )]
     SwarmInactive(String),
     #[error(transparent)]
     Process(#[from] crate::process::Error),
@@ -38,7 +42,11 @@ fn docker_ok(exec: &Executor, args: &[&str]) -> Result<String> {
 }
 
 fn lines(text: &str) -> Vec<String> {
-    text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// The stack name abra derives from an app domain: dots become underscores, cut to 45.
@@ -49,10 +57,21 @@ pub fn stack_name(domain: &str) -> String {
 /// Fail early, with the fix, when docker or the swarm is missing.
 pub fn check_engine(exec: &Executor) -> Result<()> {
     let out = exec
-        .run(Cmd::new("docker").args(["info", "--format", "{{.Swarm.LocalNodeState}}"]).capture().quiet())
+        .run(
+            Cmd::new("docker")
+                .args(["info", "--format", "{{.Swarm.LocalNodeState}}"])
+                .capture()
+                .quiet(),
+        )
         .map_err(|e| Error::NoDocker(e.to_string()))?;
     if !out.exit.success() {
-        let first = out.stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("no answer").trim().to_string();
+        let first = out
+            .stderr
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no answer")
+            .trim()
+            .to_string();
         return Err(Error::NoDocker(first));
     }
     let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -64,21 +83,36 @@ pub fn check_engine(exec: &Executor) -> Result<()> {
 
 pub fn services(exec: &Executor, stack: &str) -> Result<Vec<String>> {
     let label = format!("label={STACK_LABEL}={stack}");
-    Ok(lines(&docker_ok(exec, &["service", "ls", "--filter", &label, "--format", "{{.Name}}"])?))
+    Ok(lines(&docker_ok(
+        exec,
+        &["service", "ls", "--filter", &label, "--format", "{{.Name}}"],
+    )?))
 }
 
 /// The spec labels of a service.
 pub fn service_labels(exec: &Executor, service: &str) -> Result<BTreeMap<String, String>> {
-    let json = docker_ok(exec, &["service", "inspect", service, "--format", "{{json .Spec.Labels}}"])?;
+    let json = docker_ok(
+        exec,
+        &[
+            "service",
+            "inspect",
+            service,
+            "--format",
+            "{{json .Spec.Labels}}",
+        ],
+    )?;
     Ok(serde_json::from_str(json.trim()).unwrap_or_default())
 }
 
 /// A running container of `<stack>_<service>`.
 pub fn container(exec: &Executor, stack: &str, service: &str) -> Result<Option<String>> {
     let label = format!("label=com.docker.swarm.service.name={stack}_{service}");
-    Ok(lines(&docker_ok(exec, &["ps", "-q", "--filter", &label, "--filter", "status=running"])?)
-        .into_iter()
-        .next())
+    Ok(lines(&docker_ok(
+        exec,
+        &["ps", "-q", "--filter", &label, "--filter", "status=running"],
+    )?)
+    .into_iter()
+    .next())
 }
 
 /// Run a shell snippet in a container (`sh -c SCRIPT sh ARGS...`).
@@ -99,7 +133,17 @@ pub struct Unhealthy {
 /// every container is healthy (or has no healthcheck).
 pub fn health(exec: &Executor, stack: &str) -> Result<Option<String>> {
     let label = format!("label={STACK_LABEL}={stack}");
-    let svcs = lines(&docker_ok(exec, &["service", "ls", "--filter", &label, "--format", "{{.Name}} {{.Replicas}}"])?);
+    let svcs = lines(&docker_ok(
+        exec,
+        &[
+            "service",
+            "ls",
+            "--filter",
+            &label,
+            "--format",
+            "{{.Name}} {{.Replicas}}",
+        ],
+    )?);
     if svcs.is_empty() {
         return Ok(Some(format!("stack {stack} has no services")));
     }
@@ -108,10 +152,21 @@ pub fn health(exec: &Executor, stack: &str) -> Result<Option<String>> {
         let replicas = replicas.split_whitespace().next().unwrap_or("");
         let (running, desired) = replicas.split_once('/').unwrap_or(("0", "?"));
         if running != desired {
-            return Ok(Some(format!("service {name} has {running}/{desired} replicas running")));
+            return Ok(Some(format!(
+                "service {name} has {running}/{desired} replicas running"
+            )));
         }
     }
-    let ps = lines(&docker_ok(exec, &["ps", "--filter", &label, "--format", "{{.Names}}\t{{.Status}}"])?);
+    let ps = lines(&docker_ok(
+        exec,
+        &[
+            "ps",
+            "--filter",
+            &label,
+            "--format",
+            "{{.Names}}\t{{.Status}}",
+        ],
+    )?);
     for line in &ps {
         let (name, status) = line.split_once('\t').unwrap_or((line, ""));
         if status.contains("(health: starting)") || status.contains("(unhealthy)") {
@@ -122,7 +177,11 @@ pub fn health(exec: &Executor, stack: &str) -> Result<Option<String>> {
 }
 
 /// Wait until the stack is converged and healthy, up to `timeout`.
-pub fn wait_healthy(exec: &Executor, stack: &str, timeout: Duration) -> Result<std::result::Result<(), Unhealthy>> {
+pub fn wait_healthy(
+    exec: &Executor,
+    stack: &str,
+    timeout: Duration,
+) -> Result<std::result::Result<(), Unhealthy>> {
     let start = Instant::now();
     loop {
         let problem = match health(exec, stack)? {
@@ -134,7 +193,10 @@ pub fn wait_healthy(exec: &Executor, stack: &str, timeout: Duration) -> Result<s
                 crate::process::StopReason::Cancelled => Cause::Cancelled,
                 crate::process::StopReason::Deadline => Cause::Timeout,
             };
-            return Ok(Err(Unhealthy { reason: problem, cause }));
+            return Ok(Err(Unhealthy {
+                reason: problem,
+                cause,
+            }));
         }
         if start.elapsed() >= timeout {
             let diag = diagnostics(exec, stack)?;
@@ -157,14 +219,27 @@ pub fn diagnostics(exec: &Executor, stack: &str) -> Result<String> {
         text.push_str(&format!("## docker service ps --no-trunc {svc}\n"));
         let ps = docker(exec, &["service", "ps", "--no-trunc", &svc])?;
         text.push_str(&String::from_utf8_lossy(&ps.stdout));
-        let errors = docker_ok(exec, &["service", "ps", "--no-trunc", &svc, "--format", "{{.CurrentState}}\t{{.Error}}"])?;
+        let errors = docker_ok(
+            exec,
+            &[
+                "service",
+                "ps",
+                "--no-trunc",
+                &svc,
+                "--format",
+                "{{.CurrentState}}\t{{.Error}}",
+            ],
+        )?;
         let failing = errors.lines().any(|l| {
             let (state, error) = l.split_once('\t').unwrap_or((l, ""));
             state.starts_with("Failed") || state.starts_with("Rejected") || !error.trim().is_empty()
         });
         if failing {
             text.push_str(&format!("## docker service logs --tail 30 {svc}\n"));
-            let logs = docker(exec, &["service", "logs", "--no-task-ids", "--tail", "30", &svc])?;
+            let logs = docker(
+                exec,
+                &["service", "logs", "--no-task-ids", "--tail", "30", &svc],
+            )?;
             text.push_str(&String::from_utf8_lossy(&logs.stdout));
             text.push_str(&logs.stderr);
         }
@@ -201,7 +276,14 @@ pub fn classify(text: &str) -> Option<Cause> {
     if stuck || INFRA.iter().any(|p| states.contains(p)) {
         return Some(Cause::Infrastructure);
     }
-    const RECIPE: &[&str] = &["non-zero exit", "failed ", "unhealthy", "rollback", "paused", "exit code"];
+    const RECIPE: &[&str] = &[
+        "non-zero exit",
+        "failed ",
+        "unhealthy",
+        "rollback",
+        "paused",
+        "exit code",
+    ];
     if RECIPE.iter().any(|p| states.contains(p)) {
         return Some(Cause::Recipe);
     }
@@ -236,10 +318,22 @@ pub fn leaks(exec: &Executor, stack: &str) -> Result<Vec<String>> {
         }
     }
     for (kind, args) in [
-        ("service", vec!["service", "ls", "--filter", &label, "--format", "{{.Name}}"]),
-        ("volume", vec!["volume", "ls", "--filter", &label, "--format", "{{.Name}}"]),
-        ("network", vec!["network", "ls", "--filter", &label, "--format", "{{.Name}}"]),
-        ("container", vec!["ps", "-a", "--filter", &label, "--format", "{{.Names}}"]),
+        (
+            "service",
+            vec!["service", "ls", "--filter", &label, "--format", "{{.Name}}"],
+        ),
+        (
+            "volume",
+            vec!["volume", "ls", "--filter", &label, "--format", "{{.Name}}"],
+        ),
+        (
+            "network",
+            vec!["network", "ls", "--filter", &label, "--format", "{{.Name}}"],
+        ),
+        (
+            "container",
+            vec!["ps", "-a", "--filter", &label, "--format", "{{.Names}}"],
+        ),
     ] {
         for name in lines(&docker_ok(exec, &args)?) {
             found.push(format!("{kind} {name}"));
@@ -290,7 +384,11 @@ pub fn force_clean(exec: &Executor, stack: &str) -> Result<Vec<String>> {
 
 /// Whether the failing output of a command says the engine itself is unreachable.
 pub fn engine_gone(out: &Output) -> bool {
-    matches!(out.exit, Exit::Code(_)) && out.stderr.to_lowercase().contains("cannot connect to the docker daemon")
+    matches!(out.exit, Exit::Code(_))
+        && out
+            .stderr
+            .to_lowercase()
+            .contains("cannot connect to the docker daemon")
 }
 
 #[cfg(test)]
@@ -306,11 +404,19 @@ mod tests {
     #[test]
     fn classify_causes() {
         assert_eq!(
-            classify("Pending 2 minutes ago  \"could not find an available, non-overlapping IPv4 address pool\""),
+            classify(
+                "Pending 2 minutes ago  \"could not find an available, non-overlapping IPv4 address pool\""
+            ),
             Some(Cause::Infrastructure)
         );
-        assert_eq!(classify("Rejected  \"No such image: ccci/x:1\""), Some(Cause::Infrastructure));
-        assert_eq!(classify("Failed 3 seconds ago \"task: non-zero exit (1)\""), Some(Cause::Recipe));
+        assert_eq!(
+            classify("Rejected  \"No such image: ccci/x:1\""),
+            Some(Cause::Infrastructure)
+        );
+        assert_eq!(
+            classify("Failed 3 seconds ago \"task: non-zero exit (1)\""),
+            Some(Cause::Recipe)
+        );
         assert_eq!(classify("all good"), None);
         let stuck = "ID  NAME  IMAGE  NODE  DESIRED STATE  CURRENT STATE  ERROR\nx  s_app.1  img  vm  Running  Pending 2 minutes ago";
         assert_eq!(classify(stuck), Some(Cause::Infrastructure));

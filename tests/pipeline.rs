@@ -16,7 +16,12 @@ fn testme_comment_runs_the_ladder_and_reports_back() {
     let setup = Setup::new("t-pipeline");
     let repo = recipe_copy("hello", setup.dir.path());
     let git = |args: &[&str]| {
-        let out = std::process::Command::new("git").arg("-C").arg(&repo).args(args).output().unwrap();
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "git {args:?}");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
@@ -73,7 +78,12 @@ recipe = "hello"
         .unwrap();
     // The comment arrives after the poller has started (it ignores old comments).
     std::thread::sleep(Duration::from_secs(2));
-    gitea.comment("recipe-maintainers/hello", 5, "alice", "looks good\n!testme");
+    gitea.comment(
+        "recipe-maintainers/hello",
+        5,
+        "alice",
+        "looks good\n!testme",
+    );
 
     let start = Instant::now();
     let final_status = loop {
@@ -81,7 +91,14 @@ recipe = "hello"
         if let Some(s) = statuses.iter().find(|s| s.state != "pending") {
             break s.clone();
         }
-        assert!(start.elapsed() < Duration::from_secs(240), "no final status; statuses: {:?}", statuses.iter().map(|s| (&s.state, &s.description)).collect::<Vec<_>>());
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "no final status; statuses: {:?}",
+            statuses
+                .iter()
+                .map(|s| (&s.state, &s.description))
+                .collect::<Vec<_>>()
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
     // SAFETY: signalling our own child.
@@ -89,27 +106,58 @@ recipe = "hello"
     poller.wait().unwrap();
 
     let statuses = gitea.statuses();
-    assert_eq!(statuses.first().unwrap().state, "pending", "pending at launch");
-    assert_eq!(final_status.state, "success", "{}", final_status.description);
+    assert_eq!(
+        statuses.first().unwrap().state,
+        "pending",
+        "pending at launch"
+    );
+    assert_eq!(
+        final_status.state, "success",
+        "{}",
+        final_status.description
+    );
     assert_eq!(final_status.sha, sha);
-    assert!(final_status.description.contains("5/5"), "{}", final_status.description);
-    assert!(final_status.target_url.starts_with("https://ci.example.org/runs/"), "{}", final_status.target_url);
+    assert!(
+        final_status.description.contains("5/5"),
+        "{}",
+        final_status.description
+    );
+    assert!(
+        final_status
+            .target_url
+            .starts_with("https://ci.example.org/runs/"),
+        "{}",
+        final_status.target_url
+    );
 
     // One bot comment on the PR, edited in place into the final report.
     let comments = gitea.comments_by("recipe-maintainers/hello", "cc-ci-bot");
-    assert_eq!(comments.len(), 1, "{:?}", comments.iter().map(|c| &c.body).collect::<Vec<_>>());
+    assert_eq!(
+        comments.len(),
+        1,
+        "{:?}",
+        comments.iter().map(|c| &c.body).collect::<Vec<_>>()
+    );
     let body = &comments[0].body;
     assert!(body.contains("reached level 5/5"), "{body}");
     assert!(body.contains("| install | ✅ passed"), "{body}");
 
     // The run the poller started is the one whose results say level 5.
-    let runs: Vec<_> = std::fs::read_dir(setup.dir.path().join("state/runs")).unwrap().flatten().collect();
+    let runs: Vec<_> = std::fs::read_dir(setup.dir.path().join("state/runs"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(runs.len(), 1);
-    let results: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(runs[0].path().join("results.json")).unwrap()).unwrap();
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(runs[0].path().join("results.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(results["level"], 5);
     assert_eq!(results["sha"], sha.as_str());
     assert_eq!(results["pr"], 5);
-    assert!(gitea.state.lock().unwrap().bad_auth.is_empty(), "the token was always sent right");
+    assert!(
+        gitea.state.lock().unwrap().bad_auth.is_empty(),
+        "the token was always sent right"
+    );
     assert_nothing_left(&setup.stack("hello-pr5"));
 }

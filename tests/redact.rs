@@ -51,7 +51,12 @@ fn stdout_chunks(child: &mut Child) -> mpsc::Receiver<Vec<u8>> {
     rx
 }
 
-fn read_until(rx: &mpsc::Receiver<Vec<u8>>, acc: &mut Vec<u8>, needle: &[u8], timeout: Duration) -> bool {
+fn read_until(
+    rx: &mpsc::Receiver<Vec<u8>>,
+    acc: &mut Vec<u8>,
+    needle: &[u8],
+    timeout: Duration,
+) -> bool {
     let deadline = Instant::now() + timeout;
     while !acc.windows(needle.len()).any(|w| w == needle) {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -65,12 +70,19 @@ fn read_until(rx: &mpsc::Receiver<Vec<u8>>, acc: &mut Vec<u8>, needle: &[u8], ti
 
 #[test]
 fn stdin_is_masked_and_bytes_pass_through() {
-    let dir = secrets_dir(&[("db/password", format!("{SECRET}\n").as_bytes()), ("short", b"abc")]);
+    let dir = secrets_dir(&[
+        ("db/password", format!("{SECRET}\n").as_bytes()),
+        ("short", b"abc"),
+    ]);
     let input = format!("a\r50%\r100%\0 {SECRET}!abc\u{fffd}\n").into_bytes();
     let mut input = input;
     input.extend_from_slice(b"\xff\xfe end");
     let out = filter(dir.path(), &input);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut expected = "a\r50%\r100%\0 [MASKED]!abc\u{fffd}\n".as_bytes().to_vec();
     expected.extend_from_slice(b"\xff\xfe end");
     assert_eq!(out.stdout, expected);
@@ -128,11 +140,18 @@ fn output_is_live() {
         .unwrap();
     let rx = stdout_chunks(&mut child);
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(format!("first line {SECRET}\n").as_bytes()).unwrap();
+    stdin
+        .write_all(format!("first line {SECRET}\n").as_bytes())
+        .unwrap();
     stdin.flush().unwrap();
     let mut acc = Vec::new();
     assert!(
-        read_until(&rx, &mut acc, b"first line [MASKED]\n", Duration::from_secs(5)),
+        read_until(
+            &rx,
+            &mut acc,
+            b"first line [MASKED]\n",
+            Duration::from_secs(5)
+        ),
         "line not released while the writer is still open: {:?}",
         String::from_utf8_lossy(&acc)
     );
@@ -144,9 +163,17 @@ fn output_is_live() {
     while let Ok(c) = rx.try_recv() {
         acc.extend_from_slice(&c);
     }
-    assert!(!acc.ends_with(b"hunter2"), "a secret prefix was released early");
+    assert!(
+        !acc.ends_with(b"hunter2"),
+        "a secret prefix was released early"
+    );
     drop(stdin);
-    assert!(read_until(&rx, &mut acc, b"tail hunter2", Duration::from_secs(5)));
+    assert!(read_until(
+        &rx,
+        &mut acc,
+        b"tail hunter2",
+        Duration::from_secs(5)
+    ));
     assert!(child.wait().unwrap().success());
 }
 
@@ -157,7 +184,10 @@ fn command_mode_masks_both_streams_and_keeps_exit_status() {
         "printf 'out: hunter2-'; sleep 0.1; printf 'correct-horse\\n'; echo 'err: {SECRET}' >&2; \
          printf '%s' '{SECRET}' | base64; exit 3"
     );
-    let out = redact(dir.path()).args(["--", "sh", "-c", &script]).output().unwrap();
+    let out = redact(dir.path())
+        .args(["--", "sh", "-c", &script])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.starts_with("out: [MASKED]\n"), "{stdout}");
@@ -180,7 +210,9 @@ fn signal_death_is_128_plus_signal() {
 
 fn forwards(signal: libc::c_int, trap: &str) {
     let dir = secrets_dir(&[("s", SECRET.as_bytes())]);
-    let script = format!("trap 'echo got {trap} {SECRET}; exit 42' {trap}; echo ready; while :; do sleep 0.05; done");
+    let script = format!(
+        "trap 'echo got {trap} {SECRET}; exit 42' {trap}; echo ready; while :; do sleep 0.05; done"
+    );
     let mut child = redact(dir.path())
         .args(["--", "sh", "-c", &script])
         .stdout(Stdio::piped())
@@ -188,7 +220,12 @@ fn forwards(signal: libc::c_int, trap: &str) {
         .unwrap();
     let rx = stdout_chunks(&mut child);
     let mut acc = Vec::new();
-    assert!(read_until(&rx, &mut acc, b"ready\n", Duration::from_secs(5)));
+    assert!(read_until(
+        &rx,
+        &mut acc,
+        b"ready\n",
+        Duration::from_secs(5)
+    ));
     // SAFETY: plain kill(2) of our own child process.
     assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
     let status = child.wait().unwrap();
@@ -217,7 +254,12 @@ fn missing_secrets_dir_fails_before_the_child_runs() {
     let missing = tmp.path().join("nope");
     let marker = tmp.path().join("ran");
     let out = redact(&missing)
-        .args(["--", "sh", "-c", &format!("echo hi; touch {}", marker.display())])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            &format!("echo hi; touch {}", marker.display()),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -245,7 +287,10 @@ fn unreadable_secret_file_is_named() {
 #[test]
 fn missing_command_is_an_error() {
     let dir = secrets_dir(&[("s", SECRET.as_bytes())]);
-    let out = redact(dir.path()).args(["--", "/nonexistent/cmd"]).output().unwrap();
+    let out = redact(dir.path())
+        .args(["--", "/nonexistent/cmd"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot run /nonexistent/cmd"));
 }

@@ -8,11 +8,20 @@ use std::time::{Duration, Instant};
 use support::*;
 
 fn assert_schema_valid(results: &Value) {
-    let schema: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo_root().join("docs/results-schema.json")).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("docs/results-schema.json is a valid schema");
-    let errors: Vec<String> = validator.iter_errors(results).map(|e| format!("{} at {}", e, e.instance_path)).collect();
-    assert!(errors.is_empty(), "results.json does not match docs/results-schema.json: {errors:#?}");
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("docs/results-schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator =
+        jsonschema::validator_for(&schema).expect("docs/results-schema.json is a valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(results)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "results.json does not match docs/results-schema.json: {errors:#?}"
+    );
 }
 
 #[test]
@@ -29,7 +38,10 @@ fn hello_climbs_to_level_5() {
     }
     assert_eq!(r["upgrade_base"], "1.1.0+1.1");
     assert_eq!(r["deploys"], serde_json::json!({"count": 3, "budget": 3}));
-    assert_eq!(r["invariants"], serde_json::json!({"clean_teardown": true, "no_secret_leak": true, "deploy_budget_ok": true}));
+    assert_eq!(
+        r["invariants"],
+        serde_json::json!({"clean_teardown": true, "no_secret_leak": true, "deploy_budget_ok": true})
+    );
     assert_eq!(r["sha"].as_str().unwrap().len(), 40);
 
     // The output ends with the table, the level, and `results: <absolute path>`.
@@ -40,16 +52,26 @@ fn hello_climbs_to_level_5() {
     let dir = out.run_dir();
     let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
     assert!(junit.starts_with("<?xml"), "{junit}");
-    assert_eq!(junit.matches("<testcase").count(), 5 + 2, "five tiers and two custom tests: {junit}");
+    assert_eq!(
+        junit.matches("<testcase").count(),
+        5 + 2,
+        "five tiers and two custom tests: {junit}"
+    );
     assert!(junit.contains("timestamp=\"20"), "real timestamps: {junit}");
     assert!(!junit.contains("<failure"), "{junit}");
     let badge = std::fs::read_to_string(dir.join("badge.svg")).unwrap();
-    assert!(badge.contains("level 5/5") && badge.contains("#4c1"), "{badge}");
+    assert!(
+        badge.contains("level 5/5") && badge.contains("#4c1"),
+        "{badge}"
+    );
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(report.contains("| install | ✅ passed"), "{report}");
     assert!(report.contains("reached level 5/5"), "{report}");
     let log = std::fs::read_to_string(dir.join("run.log")).unwrap();
-    assert!(log.contains("data written at the base version survived the upgrade"), "{log}");
+    assert!(
+        log.contains("data written at the base version survived the upgrade"),
+        "{log}"
+    );
     assert!(log.contains("back to the backed-up state"), "{log}");
     // The generated secret appears in the machine output of `secret generate`, masked.
     assert!(log.contains(r#""value":"[MASKED]""#), "{log}");
@@ -75,7 +97,10 @@ fn broken_upgrade_stops_at_level_1_with_cause_recipe() {
     // The diagnostics that explain it are in the artifacts.
     let diag = std::fs::read_to_string(out.run_dir().join("diagnostics/upgrade.txt")).unwrap();
     assert!(diag.contains("docker service ps --no-trunc"), "{diag}");
-    assert!(diag.contains("migration from format v1 failed"), "last log lines of the failing service: {diag}");
+    assert!(
+        diag.contains("migration from format v1 failed"),
+        "last log lines of the failing service: {diag}"
+    );
     assert_eq!(r["invariants"]["clean_teardown"], true);
     assert_eq!(r["deploys"], serde_json::json!({"count": 3, "budget": 3}));
     assert_nothing_left(&setup.stack("broken-upgrade"));
@@ -92,7 +117,12 @@ fn no_backup_skips_backup_at_level_2() {
     assert_eq!(tier(&r, "upgrade")["status"], "passed");
     let backup = tier(&r, "backup");
     assert_eq!(backup["status"], "skipped");
-    assert!(backup["reason"].as_str().unwrap().contains("backupbot.backup=true"));
+    assert!(
+        backup["reason"]
+            .as_str()
+            .unwrap()
+            .contains("backupbot.backup=true")
+    );
     assert_eq!(tier(&r, "restore")["status"], "not_run");
     assert_eq!(r["cause"], Value::Null);
     let badge = std::fs::read_to_string(out.run_dir().join("badge.svg")).unwrap();
@@ -106,7 +136,10 @@ fn compose_that_fails_to_deploy_is_level_0_and_leaves_nothing() {
     let repo = recipe_copy("hello", setup.dir.path());
     // A service that references a secret that is never created: the deploy fails.
     let compose = std::fs::read_to_string(repo.join("compose.yml")).unwrap();
-    let broken = compose.replace("_admin_password_${SECRET_ADMIN_PASSWORD_VERSION}", "_missing_secret_v9");
+    let broken = compose.replace(
+        "_admin_password_${SECRET_ADMIN_PASSWORD_VERSION}",
+        "_missing_secret_v9",
+    );
     assert_ne!(compose, broken);
     std::fs::write(repo.join("compose.yml"), broken).unwrap();
     commit_all(&repo, "break the compose file");
@@ -117,7 +150,10 @@ fn compose_that_fails_to_deploy_is_level_0_and_leaves_nothing() {
     let install = tier(&r, "install");
     assert_eq!(install["status"], "failed");
     assert_eq!(install["cause"], "recipe", "{install}");
-    assert!(install["reason"].as_str().unwrap().contains("deploy"), "{install}");
+    assert!(
+        install["reason"].as_str().unwrap().contains("deploy"),
+        "{install}"
+    );
     assert_eq!(r["invariants"]["clean_teardown"], true);
     assert_nothing_left(&setup.stack("hello"));
 }
@@ -130,7 +166,9 @@ fn secrets_in_hook_output_are_masked_everywhere() {
     let creds = setup.dir.path().join("creds");
     std::fs::create_dir_all(&creds).unwrap();
     std::fs::write(creds.join("gitea-token"), "tok-1234567890abcdef\n").unwrap();
-    let config = std::fs::read_to_string(setup.config()).unwrap().replace("CREDS", creds.to_str().unwrap());
+    let config = std::fs::read_to_string(setup.config())
+        .unwrap()
+        .replace("CREDS", creds.to_str().unwrap());
     std::fs::write(setup.config(), config).unwrap();
     setup.write_hook(
         "hello",
@@ -145,7 +183,10 @@ echo "token: $(cat CREDS_DIR/gitea-token)"
 echo "$pw" > PLANTED
 "#
         .replace("CREDS_DIR", creds.to_str().unwrap())
-        .replace("PLANTED", setup.dir.path().join("planted-secret").to_str().unwrap())
+        .replace(
+            "PLANTED",
+            setup.dir.path().join("planted-secret").to_str().unwrap(),
+        )
         .as_str(),
     );
     let out = setup.run(&["hello"]);
@@ -154,21 +195,40 @@ echo "$pw" > PLANTED
     let log = std::fs::read_to_string(out.run_dir().join("run.log")).unwrap();
     assert!(log.contains("the admin password is [MASKED]"), "{log}");
     assert!(log.contains("token: [MASKED]"), "{log}");
-    assert!(log.contains("split: [MASKED]\n"), "a value split across two writes: {log}");
+    assert!(
+        log.contains("split: [MASKED]\n"),
+        "a value split across two writes: {log}"
+    );
     assert!(!log.contains("tok-1234567890abcdef"));
-    assert_eq!(r["invariants"]["no_secret_leak"], true, "{}", out.describe());
-    assert!(!out.stdout.contains("tok-1234567890abcdef") && !out.stderr.contains("tok-1234567890abcdef"));
+    assert_eq!(
+        r["invariants"]["no_secret_leak"],
+        true,
+        "{}",
+        out.describe()
+    );
+    assert!(
+        !out.stdout.contains("tok-1234567890abcdef")
+            && !out.stderr.contains("tok-1234567890abcdef")
+    );
     // The app's password itself (kept aside by the hook, outside the run's dirs) is in
     // no artifact, nor in what cc-ci printed (the journal, under systemd).
     let password = std::fs::read_to_string(setup.dir.path().join("planted-secret")).unwrap();
     let password = password.trim();
     assert!(password.len() >= 8);
     assert!(!out.stdout.contains(password) && !out.stderr.contains(password));
-    assert!(out.stderr.contains("the admin password is [MASKED]"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("the admin password is [MASKED]"),
+        "{}",
+        out.stderr
+    );
     for entry in std::fs::read_dir(out.run_dir()).unwrap().flatten() {
         if entry.file_type().unwrap().is_file() {
             let bytes = std::fs::read(entry.path()).unwrap();
-            assert!(!String::from_utf8_lossy(&bytes).contains(password), "{}", entry.path().display());
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(password),
+                "{}",
+                entry.path().display()
+            );
         }
     }
     assert_nothing_left(&setup.stack("hello"));
@@ -190,7 +250,12 @@ docker exec "$c" cat /run/secrets/admin_password > "$CCCI_RUN_DIR/leaked.txt"
     let out = setup.run(&["hello"]);
     assert_eq!(out.code, Some(0), "{}", out.describe());
     let r = out.results();
-    assert_eq!(r["invariants"]["no_secret_leak"], false, "{}", out.describe());
+    assert_eq!(
+        r["invariants"]["no_secret_leak"],
+        false,
+        "{}",
+        out.describe()
+    );
     let report = std::fs::read_to_string(out.run_dir().join("report.md")).unwrap();
     assert!(report.contains("no secret leak ❌"), "{report}");
     assert_nothing_left(&setup.stack("hello"));
@@ -210,7 +275,12 @@ docker exec "$c" cat /run/secrets/admin_password > "$CCCI_RUN_DIR/leaked.txt"
 #[test]
 fn same_domain_runs_queue_on_the_lock_and_keep_their_own_state() {
     let setup = Setup::new("t-lock");
-    let first = setup.command(&["hello", "--pr", "7"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let first = setup
+        .command(&["hello", "--pr", "7"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     // Let the first take the lock before the second starts.
     std::thread::sleep(Duration::from_secs(3));
     let second_started = Instant::now();
@@ -226,20 +296,44 @@ fn same_domain_runs_queue_on_the_lock_and_keep_their_own_state() {
     assert_eq!(r1["app_domain"], r2["app_domain"]);
     for r in [&r1, &r2] {
         assert_eq!(r["level"], 5, "{r}");
-        assert_eq!(r["deploys"], serde_json::json!({"count": 3, "budget": 3}), "{r}");
+        assert_eq!(
+            r["deploys"],
+            serde_json::json!({"count": 3, "budget": 3}),
+            "{r}"
+        );
         assert_eq!(r["invariants"]["deploy_budget_ok"], true);
         assert_eq!(r["invariants"]["clean_teardown"], true);
     }
     // The second waited: it says so, and its ladder began after the first finished.
     let log2 = std::fs::read_to_string(second.run_dir().join("run.log")).unwrap();
-    assert!(log2.contains(&format!("is locked by run {}", r1["run_id"].as_str().unwrap())), "{log2}");
-    let first_end: chrono::DateTime<chrono::Utc> = r1["finished_at"].as_str().unwrap().parse().unwrap();
-    let second_install: chrono::DateTime<chrono::Utc> = tier(&r2, "install")["started_at"].as_str().unwrap().parse().unwrap();
-    assert!(second_install >= first_end - chrono::Duration::seconds(2), "second began before the first ended");
+    assert!(
+        log2.contains(&format!(
+            "is locked by run {}",
+            r1["run_id"].as_str().unwrap()
+        )),
+        "{log2}"
+    );
+    let first_end: chrono::DateTime<chrono::Utc> =
+        r1["finished_at"].as_str().unwrap().parse().unwrap();
+    let second_install: chrono::DateTime<chrono::Utc> = tier(&r2, "install")["started_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        second_install >= first_end - chrono::Duration::seconds(2),
+        "second began before the first ended"
+    );
     assert!(second_took > Duration::from_secs(10));
     // Neither run's files were touched by the other.
     for out in [&first, &second] {
-        for f in ["results.json", "junit.xml", "badge.svg", "report.md", "run.log"] {
+        for f in [
+            "results.json",
+            "junit.xml",
+            "badge.svg",
+            "report.md",
+            "run.log",
+        ] {
             assert!(out.run_dir().join(f).is_file(), "{f}");
         }
     }
@@ -249,8 +343,17 @@ fn same_domain_runs_queue_on_the_lock_and_keep_their_own_state() {
 #[test]
 fn sigterm_cancels_the_run_and_tears_down() {
     let setup = Setup::new("t-cancel");
-    setup.write_hook("hello", "install_steps.sh", "echo hook started; sleep 300\n");
-    let child = setup.command(&["hello"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    setup.write_hook(
+        "hello",
+        "install_steps.sh",
+        "echo hook started; sleep 300\n",
+    );
+    let child = setup
+        .command(&["hello"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id() as i32;
     // Wait until the app is deployed and the hook runs.
     let state = setup.dir.path().join("state/runs");
@@ -265,7 +368,10 @@ fn sigterm_cancels_the_run_and_tears_down() {
         if log.contains("hook started") {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "the hook never started: {log}");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the hook never started: {log}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // SAFETY: signalling our own child.
@@ -280,21 +386,40 @@ fn sigterm_cancels_the_run_and_tears_down() {
     assert_eq!(tier(&r, "upgrade")["status"], "not_run");
     assert_eq!(r["invariants"]["clean_teardown"], true);
     // The hook's `sleep` died with its process group.
-    let sleepers = std::process::Command::new("pgrep").args(["-f", "sleep 300"]).output().unwrap();
-    assert!(sleepers.stdout.is_empty(), "the hook's children outlived the cancel");
+    let sleepers = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 300"])
+        .output()
+        .unwrap();
+    assert!(
+        sleepers.stdout.is_empty(),
+        "the hook's children outlived the cancel"
+    );
     assert_nothing_left(&setup.stack("hello"));
 }
 
 #[test]
 fn the_deadline_stops_the_run_with_cause_timeout() {
     let setup = Setup::with_runner("t-deadline", "deadline_min = 1");
-    setup.write_hook("hello", "install_steps.sh", "echo waiting forever; sleep 600\n");
+    setup.write_hook(
+        "hello",
+        "install_steps.sh",
+        "echo waiting forever; sleep 600\n",
+    );
     let started = Instant::now();
     let out = setup.run(&["hello"]);
     assert_eq!(out.code, Some(0), "{}", out.describe());
-    assert!(started.elapsed() < Duration::from_secs(150), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(150),
+        "took {:?}",
+        started.elapsed()
+    );
     let r = out.results();
-    assert_eq!(tier(&r, "install")["cause"], "timeout", "{}", out.describe());
+    assert_eq!(
+        tier(&r, "install")["cause"],
+        "timeout",
+        "{}",
+        out.describe()
+    );
     assert_eq!(r["invariants"]["clean_teardown"], true);
     assert_nothing_left(&setup.stack("hello"));
 }
@@ -304,7 +429,11 @@ fn the_deadline_stops_the_run_with_cause_timeout() {
 fn assert_error(out: &RunOutput, needles: &[&str]) {
     assert_eq!(out.code, Some(1), "{}", out.describe());
     for n in needles {
-        assert!(out.stderr.contains(n), "stderr lacks {n:?}: {}", out.describe());
+        assert!(
+            out.stderr.contains(n),
+            "stderr lacks {n:?}: {}",
+            out.describe()
+        );
     }
 }
 
@@ -330,11 +459,25 @@ fn unknown_ref_is_named_and_nothing_deployed() {
     let out = setup.run(&["hello", "--ref", "no-such-branch"]);
     assert_error(&out, &["ref \"no-such-branch\" not found"]);
     let results: Value = serde_json::from_str(
-        &std::fs::read_to_string(std::fs::read_dir(setup.dir.path().join("state/runs")).unwrap().next().unwrap().unwrap().path().join("results.json")).unwrap(),
+        &std::fs::read_to_string(
+            std::fs::read_dir(setup.dir.path().join("state/runs"))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path()
+                .join("results.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(results["status"], "error");
-    assert!(results["error"].as_str().unwrap().contains("no-such-branch"));
+    assert!(
+        results["error"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-branch")
+    );
     assert_nothing_left(&setup.stack("hello"));
 }
 
@@ -342,30 +485,53 @@ fn unknown_ref_is_named_and_nothing_deployed() {
 fn no_release_below_the_ref_names_the_fix() {
     let setup = Setup::new("t-bad4");
     let out = setup.run(&["hello", "--ref", "1.0.0+1.0"]);
-    assert_error(&out, &["no release tag below 1.0.0+1.0", "UPGRADE_BASE_VERSION"]);
+    assert_error(
+        &out,
+        &["no release tag below 1.0.0+1.0", "UPGRADE_BASE_VERSION"],
+    );
     assert_nothing_left(&setup.stack("hello"));
 }
 
 #[test]
 fn pinned_upgrade_base_must_be_a_tag() {
     let setup = Setup::new("t-bad5");
-    std::fs::write(setup.ci_dir("hello").join("meta.toml"), "UPGRADE_BASE_VERSION = \"9.9.9+9\"\n").unwrap();
+    std::fs::write(
+        setup.ci_dir("hello").join("meta.toml"),
+        "UPGRADE_BASE_VERSION = \"9.9.9+9\"\n",
+    )
+    .unwrap();
     let out = setup.run(&["hello"]);
-    assert_error(&out, &["UPGRADE_BASE_VERSION \"9.9.9+9\" is not a tag", "meta.toml"]);
+    assert_error(
+        &out,
+        &["UPGRADE_BASE_VERSION \"9.9.9+9\" is not a tag", "meta.toml"],
+    );
 }
 
 #[test]
 fn meta_typo_suggests_the_key() {
     let setup = Setup::new("t-bad6");
-    std::fs::write(setup.ci_dir("hello").join("meta.toml"), "UPGRADE_BASE_VERSON = \"1.0.0+1.0\"\n").unwrap();
+    std::fs::write(
+        setup.ci_dir("hello").join("meta.toml"),
+        "UPGRADE_BASE_VERSON = \"1.0.0+1.0\"\n",
+    )
+    .unwrap();
     let out = setup.run(&["hello"]);
-    assert_error(&out, &["meta.toml", "UPGRADE_BASE_VERSON", "did you mean `UPGRADE_BASE_VERSION`?"]);
+    assert_error(
+        &out,
+        &[
+            "meta.toml",
+            "UPGRADE_BASE_VERSON",
+            "did you mean `UPGRADE_BASE_VERSION`?",
+        ],
+    );
 }
 
 #[test]
 fn config_typo_suggests_the_key() {
     let setup = Setup::new("t-bad7");
-    let text = std::fs::read_to_string(setup.config()).unwrap().replace("recipes_dir", "recipe_dir");
+    let text = std::fs::read_to_string(setup.config())
+        .unwrap()
+        .replace("recipes_dir", "recipe_dir");
     std::fs::write(setup.config(), text).unwrap();
     let out = setup.run(&["hello"]);
     assert_error(&out, &["cc-ci.toml", "did you mean `recipes_dir`?"]);
@@ -397,20 +563,27 @@ fn docker_not_running_is_named() {
 #[test]
 fn missing_abra_is_named() {
     let setup = Setup::new("t-bad10");
-    let text = std::fs::read_to_string(setup.config()).unwrap().replace(abra_double().to_str().unwrap(), "/nonexistent/abra");
+    let text = std::fs::read_to_string(setup.config())
+        .unwrap()
+        .replace(abra_double().to_str().unwrap(), "/nonexistent/abra");
     std::fs::write(setup.config(), text).unwrap();
     let out = setup.run(&["hello"]);
-    assert_error(&out, &["abra binary /nonexistent/abra not found", "runner.abra"]);
+    assert_error(
+        &out,
+        &["abra binary /nonexistent/abra not found", "runner.abra"],
+    );
 }
 
 #[test]
 fn exit_codes_are_pinned() {
     assert_eq!(ccci::cli::EXIT_OK, 0);
     assert_eq!(ccci::cli::EXIT_ERROR, 1);
-    let out = std::process::Command::new(BIN).args(["run"]).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["run"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "usage errors are clap's 2");
 }
-
 
 /// The poller's path: a run request names the commit commented on; the runner tests
 /// exactly that commit even if the PR head moved since (a peer CI complaint: "the
@@ -420,8 +593,17 @@ fn a_run_request_tests_the_commented_commit() {
     let setup = Setup::new("t-request");
     let repo = recipe_copy("hello", setup.dir.path());
     let git = |args: &[&str]| {
-        let out = std::process::Command::new("git").arg("-C").arg(&repo).args(args).output().unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let commented = git(&["rev-parse", "HEAD"]);
@@ -450,11 +632,24 @@ fn a_run_request_tests_the_commented_commit() {
     assert_eq!(r["pr"], 3);
     assert_eq!(r["app_domain"], "hello-pr3.t-request.localhost");
     assert_eq!(r["level"], 5, "{}", out.describe());
-    assert_eq!(out.run_dir(), setup.dir.path().join("state/runs").join(run_id).canonicalize().unwrap());
+    assert_eq!(
+        out.run_dir(),
+        setup
+            .dir
+            .path()
+            .join("state/runs")
+            .join(run_id)
+            .canonicalize()
+            .unwrap()
+    );
     // The same request again does not run again.
     let again = setup.run(&["--instance", run_id]);
     assert_error(&again, &["already ran", "runs once"]);
-    assert_eq!(out.results()["level"], 5, "the first run's results are untouched");
+    assert_eq!(
+        out.results()["level"],
+        5,
+        "the first run's results are untouched"
+    );
     assert_nothing_left(&setup.stack("hello-pr3"));
 }
 
@@ -469,7 +664,13 @@ fn inactive_swarm_is_named_with_the_fix() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(shim.join("docker"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:{}", shim.display(), std::env::var("PATH").unwrap());
-    let out = RunOutput::from(setup.command(&["hello"]).env("PATH", path).output().unwrap());
+    let out = RunOutput::from(
+        setup
+            .command(&["hello"])
+            .env("PATH", path)
+            .output()
+            .unwrap(),
+    );
     assert_error(&out, &["not in an active swarm", "docker swarm init"]);
 }
 
@@ -479,27 +680,51 @@ fn inactive_swarm_is_named_with_the_fix() {
 #[test]
 fn after_kill_9_the_next_run_reaps_the_orphans() {
     let setup = Setup::new("t-kill9");
-    setup.write_hook("hello", "install_steps.sh", "echo hook started; sleep 300\n");
-    let mut child = setup.command(&["hello"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    setup.write_hook(
+        "hello",
+        "install_steps.sh",
+        "echo hook started; sleep 300\n",
+    );
+    let mut child = setup
+        .command(&["hello"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let stack = setup.stack("hello");
     let start = Instant::now();
     while leftovers(&stack).iter().all(|l| !l.starts_with("service")) {
-        assert!(start.elapsed() < Duration::from_secs(120), "the app never deployed");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the app never deployed"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     std::thread::sleep(Duration::from_secs(2));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let sleepers = std::process::Command::new("pgrep").args(["-f", "sleep 300"]).output().unwrap();
-    assert!(sleepers.stdout.is_empty(), "children outlived the runner (PDEATHSIG)");
-    assert!(!leftovers(&stack).is_empty(), "a SIGKILLed runner cannot have torn down");
+    let sleepers = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 300"])
+        .output()
+        .unwrap();
+    assert!(
+        sleepers.stdout.is_empty(),
+        "children outlived the runner (PDEATHSIG)"
+    );
+    assert!(
+        !leftovers(&stack).is_empty(),
+        "a SIGKILLed runner cannot have torn down"
+    );
 
     std::fs::remove_file(setup.ci_dir("hello").join("install_steps.sh")).unwrap();
     let out = setup.run(&["hello"]);
     assert_eq!(out.code, Some(0), "{}", out.describe());
     let log = std::fs::read_to_string(out.run_dir().join("run.log")).unwrap();
-    assert!(log.contains("reaping what a dead run of hello.t-kill9.localhost left"), "{log}");
+    assert!(
+        log.contains("reaping what a dead run of hello.t-kill9.localhost left"),
+        "{log}"
+    );
     assert_eq!(out.results()["level"], 5, "{}", out.describe());
     assert_nothing_left(&stack);
 }
@@ -516,8 +741,16 @@ fn ci_side_overlay_env_hooks_and_junit_reports_count() {
         "version: \"3.8\"\nservices:\n  app:\n    environment:\n      - CCCI_OVERLAY=applied\n      - FROM_APP_ENV=${FROM_APP_ENV}\n",
     )
     .unwrap();
-    std::fs::write(ci.join("meta.toml"), "APP_ENV = { FROM_APP_ENV = \"set-by-meta\" }\n").unwrap();
-    setup.write_hook("hello", "setup_custom_tests.sh", "touch \"$CCCI_STATE_DIR/setup-done\"\n");
+    std::fs::write(
+        ci.join("meta.toml"),
+        "APP_ENV = { FROM_APP_ENV = \"set-by-meta\" }\n",
+    )
+    .unwrap();
+    setup.write_hook(
+        "hello",
+        "setup_custom_tests.sh",
+        "touch \"$CCCI_STATE_DIR/setup-done\"\n",
+    );
     setup.write_hook(
         "hello",
         "tests/20-overlay.sh",
@@ -548,10 +781,20 @@ exit 0
     let custom = tier(&r, "custom");
     assert_eq!(custom["status"], "failed");
     assert_eq!(custom["cause"], "recipe");
-    assert!(custom["reason"].as_str().unwrap().contains("ci/30-junit.sh"), "{custom}");
+    assert!(
+        custom["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ci/30-junit.sh"),
+        "{custom}"
+    );
     let junit = std::fs::read_to_string(out.run_dir().join("junit.xml")).unwrap();
     assert!(junit.contains("name=\"ci/20-overlay.sh\""), "{junit}");
-    assert_eq!(junit.matches("<failure").count(), 2, "the custom tier and ci/30-junit.sh: {junit}");
+    assert_eq!(
+        junit.matches("<failure").count(),
+        2,
+        "the custom tier and ci/30-junit.sh: {junit}"
+    );
     let log = std::fs::read_to_string(out.run_dir().join("run.log")).unwrap();
     assert!(log.contains("overlay and APP_ENV applied"), "{log}");
     assert_nothing_left(&setup.stack("hello"));
@@ -568,7 +811,10 @@ fn lock_timeout_names_the_holder_and_the_knob() {
     use std::io::Write;
     writeln!(held, "other-run 1").unwrap();
     let out = setup.run(&["hello"]);
-    assert_error(&out, &["timed out", "held by run other-run", "lock_timeout_s"]);
+    assert_error(
+        &out,
+        &["timed out", "held by run other-run", "lock_timeout_s"],
+    );
     assert_nothing_left(&setup.stack("hello"));
 }
 
@@ -579,7 +825,11 @@ fn a_missing_image_is_an_infrastructure_failure() {
     let setup = Setup::new("t-noimage");
     let repo = recipe_copy("hello", setup.dir.path());
     let compose = std::fs::read_to_string(repo.join("compose.yml")).unwrap();
-    std::fs::write(repo.join("compose.yml"), compose.replace("ccci-example/hello:head", "ccci-example/hello:not-built")).unwrap();
+    std::fs::write(
+        repo.join("compose.yml"),
+        compose.replace("ccci-example/hello:head", "ccci-example/hello:not-built"),
+    )
+    .unwrap();
     commit_all(&repo, "an image that does not exist");
     let out = setup.run(&[repo.to_str().unwrap()]);
     assert_eq!(out.code, Some(0), "{}", out.describe());

@@ -70,12 +70,21 @@ fn run_filtered(masker: &Arc<Masker>, command: &[std::ffi::OsString]) -> Result<
     let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(Error::Signals)?;
     let handle = signals.handle();
     let mut cmd = Command::new(&command[0]);
-    cmd.args(&command[1..]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(&command[1..])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it makes
     // the child get SIGTERM if we die without forwarding (kill -9 of the filter).
     unsafe {
         cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

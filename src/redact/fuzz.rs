@@ -67,7 +67,11 @@ fn check_chunked_with(masker: Masker, input: &[u8], seed: u8) {
         .min(input.len() - i);
         w.write_all(&input[i..i + n]).unwrap();
         i += n;
-        assert!(w.held_back() <= limit, "held back {} > {limit}", w.held_back());
+        assert!(
+            w.held_back() <= limit,
+            "held back {} > {limit}",
+            w.held_back()
+        );
         assert!(
             expected.starts_with(w.get_ref()),
             "released output is not a prefix of the expected output"

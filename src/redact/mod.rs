@@ -68,7 +68,10 @@ impl Masker {
         patterns.dedup();
         let automaton = stream::Automaton::new(&patterns, stream::DFA_LIMIT);
         Masker {
-            compiled: Arc::new(Compiled { patterns, automaton }),
+            compiled: Arc::new(Compiled {
+                patterns,
+                automaton,
+            }),
         }
     }
 
@@ -81,7 +84,10 @@ impl Masker {
         patterns.dedup();
         let automaton = stream::Automaton::new(&patterns, 0);
         Masker {
-            compiled: Arc::new(Compiled { patterns, automaton }),
+            compiled: Arc::new(Compiled {
+                patterns,
+                automaton,
+            }),
         }
     }
 
@@ -92,7 +98,10 @@ impl Masker {
 
     /// Length of the longest pattern: the writer holds back at most one less.
     pub fn max_pattern_len(&self) -> usize {
-        self.compiled.automaton.as_ref().map_or(0, |a| a.max_pattern_len())
+        self.compiled
+            .automaton
+            .as_ref()
+            .map_or(0, |a| a.max_pattern_len())
     }
 
     /// Mask a whole buffer at once.
@@ -110,7 +119,10 @@ impl Masker {
 
     /// Whether `haystack` contains any secret value or any derived variant.
     pub fn contains_secret(&self, haystack: &[u8]) -> bool {
-        self.compiled.automaton.as_ref().is_some_and(|a| a.is_match(haystack))
+        self.compiled
+            .automaton
+            .as_ref()
+            .is_some_and(|a| a.is_match(haystack))
     }
 
     /// A writer that masks what passes through it into `inner`.

@@ -135,7 +135,9 @@ fn json(value: &[u8], style: JsonStyle) -> Vec<u8> {
             '\t' => s.extend_from_slice(b"\\t"),
             '\u{8}' => s.extend_from_slice(b"\\b"),
             '\u{c}' => s.extend_from_slice(b"\\f"),
-            c if (c as u32) < 0x20 => s.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
+            c if (c as u32) < 0x20 => {
+                s.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+            }
             '<' | '>' | '&' | '\u{2028}' | '\u{2029}' if style == JsonStyle::HtmlSafe => {
                 s.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
             }
@@ -219,7 +221,10 @@ mod tests {
         assert!(has(&pats, b"pa+ss%22w%C3%B6rd%3C%26%3E%2Fx"));
         assert!(has(&pats, "pa ss\\\"wörd<&>/x".as_bytes()));
         assert!(has(&pats, b"pa ss\\\"w\\u00f6rd<&>/x"));
-        assert!(has(&pats, "pa ss\\\"wörd\\u003c\\u0026\\u003e/x".as_bytes()));
+        assert!(has(
+            &pats,
+            "pa ss\\\"wörd\\u003c\\u0026\\u003e/x".as_bytes()
+        ));
         assert!(has(&pats, "pa ss&quot;wörd&lt;&amp;&gt;/x".as_bytes()));
     }
 }

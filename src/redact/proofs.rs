@@ -203,7 +203,8 @@ fn large_secrets_use_the_compact_engine_and_still_mask() {
                     x ^= x >> 17;
                     x ^= x << 5;
                     body.push(
-                        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[(x % 64) as usize] as char,
+                        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                            [(x % 64) as usize] as char,
                     );
                 }
                 body.push('\n');
@@ -221,8 +222,15 @@ fn large_secrets_use_the_compact_engine_and_still_mask() {
     input.extend_from_slice(keys[1].lines().nth(7).unwrap().as_bytes());
     input.extend_from_slice(b" end\n");
     let chunks: Vec<&[u8]> = input.chunks(100).collect();
-    assert_eq!(mask_stream(&m, &chunks), b"start\n[MASKED]\nmiddle [MASKED] end\n");
-    assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+    assert_eq!(
+        mask_stream(&m, &chunks),
+        b"start\n[MASKED]\nmiddle [MASKED] end\n"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[test]

@@ -18,7 +18,11 @@ pub fn load_secret_dirs(dirs: &[PathBuf]) -> Result<Vec<Vec<u8>>, Error> {
     Ok(out)
 }
 
-fn collect(dir: &Path, out: &mut Vec<Vec<u8>>, seen: &mut HashSet<(u64, u64)>) -> Result<(), Error> {
+fn collect(
+    dir: &Path,
+    out: &mut Vec<Vec<u8>>,
+    seen: &mut HashSet<(u64, u64)>,
+) -> Result<(), Error> {
     let meta = std::fs::metadata(dir).map_err(|e| Error::ReadDir(dir.to_owned(), e))?;
     if !seen.insert((meta.dev(), meta.ino())) {
         return Ok(()); // a symlink loop or the same dir given twice

@@ -106,7 +106,9 @@ impl Prefilter {
         let mut bits = vec![0u64; 1 << (GRAM_BITS - 6)].into_boxed_slice();
         for p in patterns {
             for off in 0..stride {
-                let h = Self::hash(u32::from_le_bytes(p[off..off + 4].try_into().expect("4 bytes")));
+                let h = Self::hash(u32::from_le_bytes(
+                    p[off..off + 4].try_into().expect("4 bytes"),
+                ));
                 bits[h >> 6] |= 1 << (h & 63);
             }
         }
@@ -126,7 +128,9 @@ impl Prefilter {
         let mut j = from;
         let bits: &[u64; 1 << (GRAM_BITS - 6)] = (&*self.bits).try_into().expect("bitmap size");
         let test = |at: usize| {
-            let h = Self::hash(u32::from_le_bytes(hay[at..at + 4].try_into().expect("4 bytes")));
+            let h = Self::hash(u32::from_le_bytes(
+                hay[at..at + 4].try_into().expect("4 bytes"),
+            ));
             bits[h >> 6] & (1 << (h & 63))
         };
         // Two independent lookups per iteration, one branch.
@@ -362,14 +366,24 @@ impl Stream {
 
     /// Feed `chunk` (at most [`PIECE`] bytes is best); returns what may be released now,
     /// either a slice of `chunk` or of `out`.
-    pub fn feed<'a>(&mut self, ac: Option<&Automaton>, chunk: &'a [u8], out: &'a mut Vec<u8>) -> &'a [u8] {
+    pub fn feed<'a>(
+        &mut self,
+        ac: Option<&Automaton>,
+        chunk: &'a [u8],
+        out: &'a mut Vec<u8>,
+    ) -> &'a [u8] {
         let Some(ac) = ac else {
             self.pos += chunk.len() as u64;
             self.emitted = self.pos;
             return chunk;
         };
         let base = self.pos;
-        let sid = ac.scan(self.sid.expect("state with automaton"), chunk, base, &mut self.covered);
+        let sid = ac.scan(
+            self.sid.expect("state with automaton"),
+            chunk,
+            base,
+            &mut self.covered,
+        );
         self.sid = Some(sid);
         self.pos += chunk.len() as u64;
         let frontier = self.pos - ac.depth(sid);
@@ -384,7 +398,13 @@ impl Stream {
 
     /// Release output for input `[emitted, frontier)`. `chunk` holds input from
     /// `chunk_start`; `tail` holds `[emitted, chunk_start)`.
-    fn release<'a>(&mut self, frontier: u64, chunk: &'a [u8], chunk_start: u64, out: &'a mut Vec<u8>) -> &'a [u8] {
+    fn release<'a>(
+        &mut self,
+        frontier: u64,
+        chunk: &'a [u8],
+        chunk_start: u64,
+        out: &'a mut Vec<u8>,
+    ) -> &'a [u8] {
         let tail_start = self.emitted;
         debug_assert_eq!(tail_start + self.tail.len() as u64, chunk_start);
         out.clear();
@@ -402,11 +422,15 @@ impl Stream {
         let push = |out: &mut Vec<u8>, a: u64, b: u64| {
             if a < chunk_start {
                 let t_end = b.min(chunk_start);
-                out.extend_from_slice(&tail[(a - tail_start) as usize..(t_end - tail_start) as usize]);
+                out.extend_from_slice(
+                    &tail[(a - tail_start) as usize..(t_end - tail_start) as usize],
+                );
             }
             if b > chunk_start {
                 let c_start = a.max(chunk_start);
-                out.extend_from_slice(&chunk[(c_start - chunk_start) as usize..(b - chunk_start) as usize]);
+                out.extend_from_slice(
+                    &chunk[(c_start - chunk_start) as usize..(b - chunk_start) as usize],
+                );
             }
         };
         let mut e = self.emitted;
@@ -456,7 +480,9 @@ pub fn reference(patterns: &[Vec<u8>], input: &[u8]) -> Vec<u8> {
     for p in patterns.iter().filter(|p| !p.is_empty()) {
         for start in 0..input.len() {
             if input[start..].starts_with(p) {
-                marked[start..start + p.len()].iter_mut().for_each(|m| *m = true);
+                marked[start..start + p.len()]
+                    .iter_mut()
+                    .for_each(|m| *m = true);
             }
         }
     }

@@ -143,7 +143,11 @@ impl GiteaDouble {
     }
 
     pub fn set_clone_url(&self, repo: &str, url: &str) {
-        self.state.lock().unwrap().clone_urls.insert(repo.into(), url.into());
+        self.state
+            .lock()
+            .unwrap()
+            .clone_urls
+            .insert(repo.into(), url.into());
     }
 
     pub fn add_pull(&self, repo: &str, number: u64, sha: &str) {
@@ -444,7 +448,9 @@ fn comment_json(base: &str, repo: &str, c: &StoredComment) -> Value {
 
 fn repo_json(base: &str, full: &str, clone_url: Option<&String>) -> Value {
     let (owner, name) = full.split_once('/').unwrap();
-    let clone_url = clone_url.cloned().unwrap_or_else(|| format!("{base}/{full}.git"));
+    let clone_url = clone_url
+        .cloned()
+        .unwrap_or_else(|| format!("{base}/{full}.git"));
     json!({"id": 1, "owner": {"login": owner}, "name": name, "full_name": full,
         "clone_url": clone_url, "html_url": format!("{base}/{full}")})
 }

@@ -32,7 +32,11 @@ pub fn recipes() -> &'static Path {
             .arg(&dir)
             .output()
             .expect("run examples/build.sh");
-        assert!(out.status.success(), "examples/build.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "examples/build.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     })
 }
@@ -44,7 +48,10 @@ pub fn require_swarm() {
         .output()
         .expect("docker CLI: run scripts/test, which installs docker.io");
     let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert_eq!(state, "active", "swarm tests need an active swarm: run scripts/test (as root)");
+    assert_eq!(
+        state, "active",
+        "swarm tests need an active swarm: run scripts/test (as root)"
+    );
 }
 
 /// A CI setup of one test: config dir with `cc-ci.toml` and `recipes/`, state dirs.
@@ -63,8 +70,14 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("config");
         std::fs::create_dir_all(&config).unwrap();
-        copy_dir(&repo_root().join("examples/ci/recipes"), &config.join("recipes"));
-        let s = Setup { dir, name: name.to_string() };
+        copy_dir(
+            &repo_root().join("examples/ci/recipes"),
+            &config.join("recipes"),
+        );
+        let s = Setup {
+            dir,
+            name: name.to_string(),
+        };
         std::fs::write(
             s.config(),
             format!(
@@ -137,7 +150,12 @@ impl RunOutput {
     /// The run dir, from the last stdout line `results: <path>`.
     pub fn results_path(&self) -> PathBuf {
         let last = self.stdout.lines().last().unwrap_or_default();
-        let path = last.strip_prefix("results: ").unwrap_or_else(|| panic!("last line is not `results: ...`:\n{}\n{}", self.stdout, self.stderr));
+        let path = last.strip_prefix("results: ").unwrap_or_else(|| {
+            panic!(
+                "last line is not `results: ...`:\n{}\n{}",
+                self.stdout, self.stderr
+            )
+        });
         PathBuf::from(path)
     }
 
@@ -151,12 +169,20 @@ impl RunOutput {
     }
 
     pub fn describe(&self) -> String {
-        format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", self.code, self.stdout, self.stderr)
+        format!(
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
 pub fn tier<'a>(results: &'a Value, name: &str) -> &'a Value {
-    results["tiers"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap()
+    results["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap()
 }
 
 /// Everything of `stack` on the real engine: stacks, services, containers, volumes,
@@ -164,18 +190,55 @@ pub fn tier<'a>(results: &'a Value, name: &str) -> &'a Value {
 pub fn leftovers(stack: &str) -> Vec<String> {
     let q = |args: &[&str]| -> Vec<String> {
         let out = Command::new("docker").args(args).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
     };
     let label = format!("label=com.docker.stack.namespace={stack}");
     let prefix = format!("{stack}_");
     let mut all = Vec::new();
-    all.extend(q(&["stack", "ls", "--format", "{{.Name}}"]).into_iter().filter(|n| n == stack).map(|n| format!("stack {n}")));
-    all.extend(q(&["service", "ls", "--filter", &label, "--format", "{{.Name}}"]).into_iter().map(|n| format!("service {n}")));
-    all.extend(q(&["ps", "-a", "--filter", &label, "--format", "{{.Names}}"]).into_iter().map(|n| format!("container {n}")));
-    all.extend(q(&["volume", "ls", "--format", "{{.Name}}"]).into_iter().filter(|n| n.starts_with(&prefix)).map(|n| format!("volume {n}")));
-    all.extend(q(&["secret", "ls", "--format", "{{.Name}}"]).into_iter().filter(|n| n.starts_with(&prefix)).map(|n| format!("secret {n}")));
-    all.extend(q(&["network", "ls", "--format", "{{.Name}}"]).into_iter().filter(|n| n.starts_with(&prefix)).map(|n| format!("network {n}")));
-    all.extend(q(&["config", "ls", "--format", "{{.Name}}"]).into_iter().filter(|n| n.starts_with(&prefix)).map(|n| format!("config {n}")));
+    all.extend(
+        q(&["stack", "ls", "--format", "{{.Name}}"])
+            .into_iter()
+            .filter(|n| n == stack)
+            .map(|n| format!("stack {n}")),
+    );
+    all.extend(
+        q(&["service", "ls", "--filter", &label, "--format", "{{.Name}}"])
+            .into_iter()
+            .map(|n| format!("service {n}")),
+    );
+    all.extend(
+        q(&["ps", "-a", "--filter", &label, "--format", "{{.Names}}"])
+            .into_iter()
+            .map(|n| format!("container {n}")),
+    );
+    all.extend(
+        q(&["volume", "ls", "--format", "{{.Name}}"])
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .map(|n| format!("volume {n}")),
+    );
+    all.extend(
+        q(&["secret", "ls", "--format", "{{.Name}}"])
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .map(|n| format!("secret {n}")),
+    );
+    all.extend(
+        q(&["network", "ls", "--format", "{{.Name}}"])
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .map(|n| format!("network {n}")),
+    );
+    all.extend(
+        q(&["config", "ls", "--format", "{{.Name}}"])
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .map(|n| format!("config {n}")),
+    );
     all
 }
 
