@@ -23,7 +23,7 @@ pub enum Error {
         holder: String,
         waited_s: u64,
     },
-    #[error("cancelled while waiting for the lock {0}")]
+    #[error("stopped (cancelled, or the run's deadline passed) while waiting for the lock {0}")]
     Cancelled(PathBuf),
 }
 

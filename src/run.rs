@@ -237,10 +237,11 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
             exec.note(&format!("error: {err:#}"));
             results.status = RunStatus::Error;
             results.error = Some(format!("{err:#}"));
-            results.cause = Some(if exec.stop.check().is_some() {
-                Cause::Cancelled
-            } else {
-                Cause::Harness
+            // The message says what was wrong (bad input, no docker, lock timeout);
+            // no tier ran, so no tier's cause applies, unless the run was stopped.
+            results.cause = exec.stop.check().map(|reason| match reason {
+                crate::process::StopReason::Cancelled => Cause::Cancelled,
+                crate::process::StopReason::Deadline => Cause::Timeout,
             });
             results.finished_at = Some(Utc::now());
             let _ = results.write(&results_path);
