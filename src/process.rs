@@ -261,6 +261,14 @@ impl Executor {
         sink.progress.line(&String::from_utf8_lossy(&masked));
     }
 
+    /// A runner note for run.log only (not a child's output).
+    fn note_quietly(&self, line: &str) {
+        let masked = self.masker().mask_all(line.as_bytes());
+        let mut sink = self.sink.lock().expect("sink lock");
+        let _ = sink.log.write_all(&masked);
+        let _ = sink.log.write_all(b"\n");
+    }
+
     /// Write already-captured bytes to run.log through the current masker.
     pub fn log_bytes(&self, bytes: &[u8]) {
         let masked = self.masker().mask_all(bytes);
@@ -352,6 +360,19 @@ impl Executor {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
+        // A background process the child left behind (`cmd &` in a hook) may hold the
+        // pipes open forever: after a short grace, stop what is left of the group.
+        let grace = Instant::now();
+        while !(out_thread.is_finished() && err_thread.is_finished()) {
+            if grace.elapsed() >= Duration::from_secs(2) {
+                self.note_quietly(&format!("{shown}: stopping the processes it left running"));
+                // SAFETY: kill(2) on the process group our child led; a reader still
+                // open means a member of that group still exists.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let stdout = out_thread.join().unwrap_or_default();
         let stderr = err_thread.join().unwrap_or_default();
         {
@@ -476,5 +497,87 @@ impl Write for SinkWriter {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.sink.lock().expect("sink lock").log.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executor(dir: &std::path::Path) -> Executor {
+        let stop = Stop {
+            cancel: Arc::new(AtomicBool::new(false)),
+            deadline: Instant::now() + Duration::from_secs(600),
+        };
+        let log = File::create(dir.join("run.log")).unwrap();
+        Executor::new(
+            stop,
+            log,
+            Progress::stderr(false),
+            vec![b"supersecret-value".to_vec()],
+            8,
+        )
+    }
+
+    #[test]
+    fn output_is_masked_into_the_log_and_exit_codes_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(dir.path());
+        let out = exec
+            .run(Cmd::new("sh").args(["-c", "echo value=supersecret-value; echo err >&2; exit 3"]))
+            .unwrap();
+        assert_eq!(out.exit, Exit::Code(3));
+        assert_eq!(out.stderr.trim(), "err");
+        let log = std::fs::read_to_string(dir.path().join("run.log")).unwrap();
+        assert!(log.contains("value=[MASKED]"), "{log}");
+        assert!(!log.contains("supersecret-value"));
+    }
+
+    #[test]
+    fn a_background_process_holding_the_pipes_does_not_hang_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(dir.path());
+        let start = Instant::now();
+        let out = exec
+            .run(Cmd::new("sh").args(["-c", "sleep 600 & echo started"]))
+            .unwrap();
+        assert!(out.exit.success());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn per_command_timeout_stops_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(dir.path());
+        let start = Instant::now();
+        let out = exec
+            .run(
+                Cmd::new("sh")
+                    .args(["-c", "sleep 600; echo never"])
+                    .timeout(Duration::from_millis(300)),
+            )
+            .unwrap();
+        assert_eq!(out.exit, Exit::TimedOut);
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn cancel_stops_the_child() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(dir.path());
+        let cancel = Arc::clone(&exec.stop.cancel);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            cancel.store(true, Ordering::SeqCst);
+        });
+        let out = exec.run(Cmd::new("sleep").arg("600")).unwrap();
+        assert_eq!(out.exit, Exit::Stopped(StopReason::Cancelled));
+        // During teardown the cancel no longer stops children.
+        exec.begin_teardown();
+        assert!(exec.run(Cmd::new("true")).unwrap().exit.success());
     }
 }
