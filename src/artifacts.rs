@@ -184,6 +184,22 @@ pub fn report(results: &Results) -> String {
     md
 }
 
+/// `timing.json`: the run's wall time, the time inside child commands, deliberate
+/// waits, and what is left: the runner's own overhead (`benches/runner-overhead.sh`).
+pub fn timing(t: &crate::process::Timing, wall: Duration) -> String {
+    let overhead = wall.saturating_sub(t.external + t.waiting).as_secs_f64();
+    let wall_s = wall.as_secs_f64();
+    serde_json::json!({
+        "wall_s": wall_s,
+        "external_s": t.external.as_secs_f64(),
+        "waiting_s": t.waiting.as_secs_f64(),
+        "overhead_s": overhead,
+        "overhead_pct": 100.0 * overhead / wall_s.max(1e-9),
+        "commands": t.commands,
+    })
+    .to_string()
+}
+
 /// Every file under `dir` that contains a secret value (in any masked form).
 pub fn scan_for_secrets(dir: &Path, masker: &Masker) -> Vec<PathBuf> {
     let mut hits = Vec::new();

@@ -107,7 +107,54 @@ pub struct Results {
     pub leaks: Vec<String>,
 }
 
+impl From<crate::process::StopReason> for Cause {
+    fn from(reason: crate::process::StopReason) -> Cause {
+        match reason {
+            crate::process::StopReason::Cancelled => Cause::Cancelled,
+            crate::process::StopReason::Deadline => Cause::Timeout,
+        }
+    }
+}
+
 impl Results {
+    /// A run that has just started: no tiers yet, invariants not yet disproved.
+    pub fn start(
+        run_id: &str,
+        recipe: &str,
+        git_ref: &str,
+        sha: Option<&str>,
+        pr: Option<u64>,
+        app_domain: &str,
+    ) -> Results {
+        Results {
+            schema_version: SCHEMA_VERSION,
+            run_id: run_id.to_string(),
+            recipe: recipe.to_string(),
+            git_ref: git_ref.to_string(),
+            sha: sha.unwrap_or_default().to_string(),
+            pr,
+            app_domain: app_domain.to_string(),
+            upgrade_base: None,
+            status: RunStatus::Running,
+            level: 0,
+            cause: None,
+            error: None,
+            started_at: Utc::now(),
+            finished_at: None,
+            tiers: Vec::new(),
+            deploys: Deploys {
+                count: 0,
+                budget: 0,
+            },
+            invariants: Invariants {
+                clean_teardown: true,
+                no_secret_leak: true,
+                deploy_budget_ok: true,
+            },
+            leaks: Vec::new(),
+        }
+    }
+
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let mut json = serde_json::to_vec_pretty(self).expect("results serialise");
         json.push(b'\n');

@@ -14,7 +14,7 @@ use crate::progress::Progress;
 use crate::recipe::{self, Checkout};
 use crate::redact;
 use crate::request::RunRequest;
-use crate::results::{Cause, Deploys, Invariants, Results, RunStatus, SCHEMA_VERSION};
+use crate::results::{Cause, Deploys, Results, RunStatus, TierStatus};
 use crate::runid;
 use crate::swarm;
 use anyhow::{Context, anyhow, bail};
@@ -187,33 +187,14 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
 
     let domain = app_domain(&target.recipe, target.pr, &config.runner.domain);
     let results_path = artifacts_dir.join("results.json");
-    let mut results = Results {
-        schema_version: SCHEMA_VERSION,
-        run_id: target.run_id.clone(),
-        recipe: target.recipe.clone(),
-        git_ref: target.git_ref.clone(),
-        sha: target.sha.clone().unwrap_or_default(),
-        pr: target.pr,
-        app_domain: domain.clone(),
-        upgrade_base: None,
-        status: RunStatus::Running,
-        level: 0,
-        cause: None,
-        error: None,
-        started_at: Utc::now(),
-        finished_at: None,
-        tiers: Vec::new(),
-        deploys: Deploys {
-            count: 0,
-            budget: 0,
-        },
-        invariants: Invariants {
-            clean_teardown: true,
-            no_secret_leak: true,
-            deploy_budget_ok: true,
-        },
-        leaks: Vec::new(),
-    };
+    let mut results = Results::start(
+        &target.run_id,
+        &target.recipe,
+        &target.git_ref,
+        target.sha.as_deref(),
+        target.pr,
+        &domain,
+    );
     exec.note(&format!(
         "cc-ci run {} of {} ({}) as {domain}",
         target.run_id, target.recipe, target.git_ref
@@ -239,10 +220,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
             results.error = Some(format!("{err:#}"));
             // The message says what was wrong (bad input, no docker, lock timeout);
             // no tier ran, so no tier's cause applies, unless the run was stopped.
-            results.cause = exec.stop.check().map(|reason| match reason {
-                crate::process::StopReason::Cancelled => Cause::Cancelled,
-                crate::process::StopReason::Deadline => Cause::Timeout,
-            });
+            results.cause = exec.stop.check().map(Cause::from);
             results.finished_at = Some(Utc::now());
             let _ = results.write(&results_path);
             let _ = std::fs::remove_dir_all(&scratch);
@@ -297,11 +275,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     } else {
         exec.note("error: the runner panicked during the climb (harness bug); tearing down");
         for t in results.tiers.iter_mut() {
-            if matches!(
-                t.status,
-                crate::results::TierStatus::Running | crate::results::TierStatus::Pending
-            ) {
-                t.status = crate::results::TierStatus::Failed;
+            if matches!(t.status, TierStatus::Running | TierStatus::Pending) {
+                t.status = TierStatus::Failed;
                 t.cause = Some(Cause::Harness);
                 t.reason = Some("the runner panicked".into());
             }
@@ -337,22 +312,9 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     drop(lock);
     let _ = std::fs::remove_dir_all(&scratch);
 
-    let wall_s = wall.elapsed().as_secs_f64();
-    let overhead = (wall
-        .elapsed()
-        .saturating_sub(timing.external + timing.waiting))
-    .as_secs_f64();
-    let timing_json = serde_json::json!({
-        "wall_s": wall_s,
-        "external_s": timing.external.as_secs_f64(),
-        "waiting_s": timing.waiting.as_secs_f64(),
-        "overhead_s": overhead,
-        "overhead_pct": 100.0 * overhead / wall_s.max(1e-9),
-        "commands": timing.commands,
-    });
     artifacts::write_atomic(
         &artifacts_dir.join("timing.json"),
-        timing_json.to_string().as_bytes(),
+        artifacts::timing(&timing, wall.elapsed()).as_bytes(),
     )?;
     write_final_artifacts(&exec, &mut results, &tests, &artifacts_dir, &results_path)?;
     progress.finish();

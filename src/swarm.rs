@@ -189,10 +189,7 @@ pub fn wait_healthy(
             Some(p) => p,
         };
         if let Some(reason) = exec.stop_reason() {
-            let cause = match reason {
-                crate::process::StopReason::Cancelled => Cause::Cancelled,
-                crate::process::StopReason::Deadline => Cause::Timeout,
-            };
+            let cause = Cause::from(reason);
             return Ok(Err(Unhealthy {
                 reason: problem,
                 cause,
