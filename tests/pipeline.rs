@@ -141,6 +141,11 @@ recipe = "hello"
     let body = &comments[0].body;
     assert!(body.contains("reached level 5/5"), "{body}");
     assert!(body.contains("| install | ✅ passed"), "{body}");
+    assert!(
+        !body.contains("{run_url}") && !body.contains("{badge_url}"),
+        "placeholders filled: {body}"
+    );
+    assert!(body.contains("](https://ci.example.org/runs/"), "{body}");
 
     // The run the poller started is the one whose results say level 5.
     let runs: Vec<_> = std::fs::read_dir(setup.dir.path().join("state/runs"))

@@ -472,7 +472,11 @@ fn unknown_ref_is_named_and_nothing_deployed() {
     )
     .unwrap();
     assert_eq!(results["status"], "error");
-    assert_eq!(results["cause"], Value::Null, "bad input is no tier's failure");
+    assert_eq!(
+        results["cause"],
+        Value::Null,
+        "bad input is no tier's failure"
+    );
     assert!(
         results["error"]
             .as_str()

@@ -134,6 +134,7 @@ pub fn comment_body(
 ) -> String {
     let short = &sha[..sha.len().min(10)];
     let mut body = String::new();
+    let mut links_done = false;
     match view {
         View::Starting => match queued_behind {
             Some(other) => body.push_str(&format!(
@@ -152,8 +153,10 @@ pub fn comment_body(
             }
             match (r.finished(), report_md) {
                 (true, Some(md)) => {
-                    body.push_str(md.trim_end());
+                    body.push_str(fill_links(md, run_url).trim_end());
                     body.push('\n');
+                    // The runner's own report links the run page and badge already.
+                    links_done = md.contains("{run_url}");
                 }
                 _ => {
                     let what = if r.finished() { "finished" } else { "running" };
@@ -177,7 +180,7 @@ pub fn comment_body(
             }
         }
     }
-    if let Some(url) = run_url {
+    if let Some(url) = run_url.filter(|_| !links_done) {
         let finished = matches!(view, View::Results(r) if r.finished());
         if finished {
             body.push_str(&format!(
@@ -190,6 +193,22 @@ pub fn comment_body(
     body.push('\n');
     body.push_str(&run_marker(run_id));
     body
+}
+
+/// The runner's `report.md` links to the run page and badge through the placeholders
+/// `{run_url}` and `{badge_url}`: filled from the run page's address, or the lines
+/// holding them dropped when there is no public run page (`report.base_url` unset).
+fn fill_links(md: &str, run_url: Option<&str>) -> String {
+    match run_url {
+        Some(url) => md
+            .replace("{run_url}", url)
+            .replace("{badge_url}", &format!("{url}badge.svg")),
+        None => md
+            .lines()
+            .filter(|l| !l.contains("{run_url}") && !l.contains("{badge_url}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -205,6 +224,21 @@ fn truncate(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn report_links_are_filled_or_dropped() {
+        let md = "table\n[run page]({run_url}) · ![badge]({badge_url})\n";
+        let filled = super::fill_links(md, Some("https://ci.example.org/runs/r1/"));
+        assert!(
+            filled.contains("[run page](https://ci.example.org/runs/r1/)"),
+            "{filled}"
+        );
+        assert!(
+            filled.contains("(https://ci.example.org/runs/r1/badge.svg)"),
+            "{filled}"
+        );
+        assert_eq!(super::fill_links(md, None), "table");
+    }
+
     use super::*;
 
     fn results(json: serde_json::Value) -> Results {
