@@ -253,11 +253,12 @@ impl<'a> Ladder<'a> {
         let file = self.save_diagnostics(tier, &diagnostics);
         let (cause, reason) = match (deployed, healthy) {
             (Err(e), _) => {
-                let text = format!("{e}\n{diagnostics}");
-                (
-                    swarm::classify(&text).unwrap_or(Cause::Recipe),
-                    format!("deploy of {version} failed: {e}"),
-                )
+                // Task states decide; abra's own message (which may quote app log
+                // lines) only when there are no tasks to look at.
+                let cause = swarm::classify(&diagnostics)
+                    .or_else(|| swarm::classify(&e.to_string()))
+                    .unwrap_or(Cause::Recipe);
+                (cause, format!("deploy of {version} failed: {e}"))
             }
             (Ok(()), Err(u)) => (u.cause, format!("{version} {}", u.reason)),
             (Ok(()), Ok(())) => unreachable!(),
