@@ -229,9 +229,14 @@ impl<'a> Ladder<'a> {
                 .add_compose_file(OVERLAY)
                 .map_err(|e| fail(Cause::Harness, e.to_string()))?;
         }
-        self.abra
-            .generate_secrets()
-            .map_err(|e| fail(Cause::Recipe, e.to_string()))?;
+        self.abra.generate_secrets().map_err(|e| {
+            // Output cc-ci cannot parse leaves secret values it cannot mask: stop.
+            let cause = match e {
+                crate::abra::Error::Format { .. } => Cause::Harness,
+                _ => Cause::Recipe,
+            };
+            fail(cause, e.to_string())
+        })?;
         self.deploy(tier, version, false)
     }
 
