@@ -13,7 +13,8 @@ ccci_need_root() {
 ccci_install_packages() {
   local missing=() pkg
   # busybox-static: example images are FROM scratch with a static busybox.
-  for pkg in docker.io busybox-static git gcc g++ libc6-dev; do
+  # systemd: systemd-analyze verifies the shipped units.
+  for pkg in docker.io busybox-static git gcc g++ libc6-dev systemd; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
