@@ -442,6 +442,9 @@ fn missing_recipe_is_named() {
     let setup = Setup::new("t-bad1");
     let out = setup.run(&["nosuchrecipe"]);
     assert_error(&out, &["recipe \"nosuchrecipe\" not found", "recipes_dir"]);
+    // `systemctl start cc-ci-runner@nosuchrecipe`: no request of that name, so a recipe.
+    let out = setup.run(&["--instance", "nosuchrecipe"]);
+    assert_error(&out, &["recipe \"nosuchrecipe\" not found"]);
 }
 
 #[test]
