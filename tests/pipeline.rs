@@ -15,16 +15,7 @@ const TOKEN: &str = "tok-pipeline-0123456789";
 fn testme_comment_runs_the_ladder_and_reports_back() {
     let setup = Setup::new("t-pipeline");
     let repo = recipe_copy("hello", setup.dir.path());
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let git = |args: &[&str]| git(&repo, args);
     let sha = git(&["rev-parse", "HEAD"]);
     git(&["update-ref", "refs/pull/5/head", &sha]);
 

@@ -600,20 +600,7 @@ fn exit_codes_are_pinned() {
 fn a_run_request_tests_the_commented_commit() {
     let setup = Setup::new("t-request");
     let repo = recipe_copy("hello", setup.dir.path());
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let git = |args: &[&str]| git(&repo, args);
     let commented = git(&["rev-parse", "HEAD"]);
     git(&["update-ref", "refs/pull/3/head", &commented]);
     // The PR head moves on after the comment, to a commit that would not deploy.

@@ -290,3 +290,19 @@ pub fn commit_all(repo: &Path, message: &str) {
         assert!(ok, "git {args:?}");
     }
 }
+
+/// Run git in `repo`; its trimmed stdout.
+pub fn git(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
