@@ -163,6 +163,16 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     let scratch = config.state.runtime_dir.join("runs").join(&target.run_id);
     std::fs::create_dir_all(&scratch)
         .with_context(|| format!("cannot create the run's scratch dir {}", scratch.display()))?;
+    let domain = app_domain(&target.recipe, target.pr, &config.runner.domain);
+    // Which app this scratch dir belongs to, locked for as long as this process lives:
+    // a later run of the same app reaps the dir only if it can take that lock (the run
+    // died without cleaning up), never while this run waits for or holds the app.
+    let _alive = mark_scratch(&scratch, &domain).with_context(|| {
+        format!(
+            "cannot write to the run's scratch dir {}",
+            scratch.display()
+        )
+    })?;
 
     let cancel = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -185,7 +195,6 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         redact::DEFAULT_MIN_LEN,
     );
 
-    let domain = app_domain(&target.recipe, target.pr, &config.runner.domain);
     let results_path = artifacts_dir.join("results.json");
     let mut results = Results::start(
         &target.run_id,
@@ -399,7 +408,50 @@ fn prepare(
             );
         }
     }
+    reap_dead_scratch(
+        exec,
+        &config.state.runtime_dir.join("runs"),
+        domain,
+        &target.run_id,
+    );
     Ok((lock, checkout, abra_bin))
+}
+
+/// The file in a run's scratch dir naming its app domain.
+const DOMAIN_FILE: &str = "domain";
+
+/// Write `domain` into the scratch dir's domain file and hold a lock on it for the
+/// life of the returned file.
+fn mark_scratch(scratch: &Path, domain: &str) -> std::io::Result<std::fs::File> {
+    let mut file = std::fs::File::create(scratch.join(DOMAIN_FILE))?;
+    file.lock()?;
+    file.write_all(domain.as_bytes())?;
+    Ok(file)
+}
+
+/// Remove the scratch dirs of dead runs of `domain`: those whose domain file nobody
+/// holds locked (a run waiting for the app's lock holds its own, so it is kept).
+fn reap_dead_scratch(exec: &Executor, runs_dir: &Path, domain: &str, own_run_id: &str) {
+    for entry in std::fs::read_dir(runs_dir).into_iter().flatten().flatten() {
+        let dir = entry.path();
+        if entry.file_name() == own_run_id {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(dir.join(DOMAIN_FILE)) else {
+            continue;
+        };
+        if file.try_lock_shared().is_err() {
+            continue; // a live run holds it
+        }
+        let owner = std::fs::read_to_string(dir.join(DOMAIN_FILE)).unwrap_or_default();
+        if owner == domain {
+            exec.note(&format!(
+                "removing the scratch dir of a dead run of {domain}: {}",
+                dir.display()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }
 
 /// The environment contract for hooks, tests and abra (documented once, in
@@ -525,6 +577,42 @@ fn print_summary(results: &Results, path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_dead_runs_scratch_dirs_of_the_same_app_are_reaped() {
+        let root = tempfile::tempdir().unwrap();
+        let runs = root.path().join("runs");
+        let mk = |id: &str| {
+            let d = runs.join(id);
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        };
+        // A live run of the app (waiting for its lock): holds its domain file.
+        let waiting = mk("r-waiting");
+        let _held = mark_scratch(&waiting, "hello.ci.localhost").unwrap();
+        // A dead run of the app, and a dead run of another app.
+        let dead = mk("r-dead");
+        drop(mark_scratch(&dead, "hello.ci.localhost").unwrap());
+        let other = mk("r-other");
+        drop(mark_scratch(&other, "other.ci.localhost").unwrap());
+        let own = mk("r-own");
+        let _own = mark_scratch(&own, "hello.ci.localhost").unwrap();
+
+        let stop = Stop {
+            cancel: Arc::new(AtomicBool::new(false)),
+            deadline: Instant::now() + Duration::from_secs(60),
+        };
+        let log = std::fs::File::create(root.path().join("log")).unwrap();
+        let exec = Executor::new(stop, log, Progress::stderr(false), vec![], 8);
+        reap_dead_scratch(&exec, &runs, "hello.ci.localhost", "r-own");
+        assert!(!dead.exists(), "a dead run's dir of the same app is reaped");
+        assert!(
+            waiting.exists(),
+            "a live (waiting) run's dir is never touched"
+        );
+        assert!(other.exists(), "another app's dir is not ours to reap");
+        assert!(own.exists());
+    }
 
     #[test]
     fn domains_share_only_within_recipe_and_pr() {

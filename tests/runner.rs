@@ -711,6 +711,12 @@ fn after_kill_9_the_next_run_reaps_the_orphans() {
         !leftovers(&stack).is_empty(),
         "a SIGKILLed runner cannot have torn down"
     );
+    let dead_scratch: Vec<_> = std::fs::read_dir(setup.dir.path().join("run/runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(dead_scratch.len(), 1, "the dead run's scratch dir is left");
 
     std::fs::remove_file(setup.ci_dir("hello").join("install_steps.sh")).unwrap();
     let out = setup.run(&["hello"]);
@@ -721,6 +727,10 @@ fn after_kill_9_the_next_run_reaps_the_orphans() {
         "{log}"
     );
     assert_eq!(out.results()["level"], 5, "{}", out.describe());
+    assert!(
+        !dead_scratch[0].exists(),
+        "the dead run's scratch dir was reaped"
+    );
     assert_nothing_left(&stack);
 }
 
