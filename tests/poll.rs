@@ -1115,13 +1115,12 @@ impl Notify {
         let start = Instant::now();
         let mut buf = [0u8; 4096];
         while start.elapsed() < timeout {
-            if let Ok(n) = self.sock.recv(&mut buf) {
-                if String::from_utf8_lossy(&buf[..n])
+            if let Ok(n) = self.sock.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n])
                     .lines()
                     .any(|l| l == what)
-                {
-                    return true;
-                }
+            {
+                return true;
             }
         }
         false

@@ -191,10 +191,11 @@ impl Ledger {
     pub fn unreplied(&self) -> Result<Vec<Outcome>> {
         let mut out = Vec::new();
         for path in json_files(&self.comments_dir())? {
-            if let Ok(o) = read_json::<Outcome>(&path) {
-                if o.outcome == "refused" && !o.replied {
-                    out.push(o);
-                }
+            if let Ok(o) = read_json::<Outcome>(&path)
+                && o.outcome == "refused"
+                && !o.replied
+            {
+                out.push(o);
             }
         }
         Ok(out)
@@ -212,10 +213,10 @@ impl Ledger {
     pub fn open_records(&self) -> Result<Vec<RunRecord>> {
         let mut out = Vec::new();
         for path in json_files(&self.records_dir())? {
-            if let Ok(r) = read_json::<RunRecord>(&path) {
-                if !r.done {
-                    out.push(r);
-                }
+            if let Ok(r) = read_json::<RunRecord>(&path)
+                && !r.done
+            {
+                out.push(r);
             }
         }
         out.sort_by(|a, b| a.run_id.cmp(&b.run_id));

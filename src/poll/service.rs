@@ -123,11 +123,11 @@ impl Poller {
 
     /// Tell the watchdog we are alive (at most once per third of its interval).
     fn tick(&mut self) {
-        if let Some(every) = self.watchdog {
-            if self.last_ping.elapsed() >= every {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-                self.last_ping = Instant::now();
-            }
+        if let Some(every) = self.watchdog
+            && self.last_ping.elapsed() >= every
+        {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            self.last_ping = Instant::now();
         }
     }
 
@@ -273,7 +273,7 @@ impl Poller {
         if !self.stopping() {
             self.launch_pending();
         }
-        if !self.stopping() && !self.backoff_until.is_some_and(|t| Instant::now() < t) {
+        if !self.stopping() && self.backoff_until.is_none_or(|t| Instant::now() >= t) {
             self.retry_replies();
             self.report_all();
         }
@@ -297,7 +297,7 @@ impl Poller {
     fn repos_to_list(&mut self) -> Vec<RepoConfig> {
         let all = self.config.repos.clone();
         if self.config.poll.discovery != Discovery::Search
-            || self.cycles % self.config.poll.sweep_every == 0
+            || self.cycles.is_multiple_of(self.config.poll.sweep_every)
         {
             // A sweep: the search cursor restarts from now (minus the margin).
             self.search_cursor = Some(Utc::now() - chrono::Duration::seconds(SEARCH_MARGIN_S));
@@ -382,26 +382,25 @@ impl Poller {
                 return Ok(triggers);
             }
             let updated = parse_time(&c.updated_at);
-            if !self.is_bot(c.login()) && self.ledger.handled(c.id).is_none() {
-                if let Some(pr) = c.pr_index() {
-                    if trigger::is_trigger(&c.body, &self.config.trigger.command) {
-                        triggers += 1;
-                        match self.handle_trigger(repo, c.id, pr, c.login()) {
-                            Ok(()) => {}
-                            // Gitea unreachable or rate limiting: stop this repo.
-                            Err(HandleError::Gitea(
-                                e @ (gitea::Error::Transport { .. }
-                                | gitea::Error::RateLimited { .. }),
-                            )) => return Err(e),
-                            // Anything else is about this comment: retry it next cycle,
-                            // and go on with the others.
-                            Err(e) => {
-                                tracing::error!(repo = %repo.repo, pr, comment_id = c.id,
+            if !self.is_bot(c.login())
+                && self.ledger.handled(c.id).is_none()
+                && let Some(pr) = c.pr_index()
+                && trigger::is_trigger(&c.body, &self.config.trigger.command)
+            {
+                triggers += 1;
+                match self.handle_trigger(repo, c.id, pr, c.login()) {
+                    Ok(()) => {}
+                    // Gitea unreachable or rate limiting: stop this repo.
+                    Err(HandleError::Gitea(
+                        e @ (gitea::Error::Transport { .. } | gitea::Error::RateLimited { .. }),
+                    )) => return Err(e),
+                    // Anything else is about this comment: retry it next cycle,
+                    // and go on with the others.
+                    Err(e) => {
+                        tracing::error!(repo = %repo.repo, pr, comment_id = c.id,
                                     "cannot handle the trigger (retrying next cycle): {e}");
-                                if let Some(t) = updated {
-                                    hold = Some(hold.map_or(t, |h| h.min(t)));
-                                }
-                            }
+                        if let Some(t) = updated {
+                            hold = Some(hold.map_or(t, |h| h.min(t)));
                         }
                     }
                 }
@@ -425,25 +424,23 @@ impl Poller {
     }
 
     fn adopt_marker(&mut self, c: &Comment) {
-        if let Some(id) = report::marked_refusal(&c.body) {
-            if let Some(mut o) = self.ledger.outcome(id) {
-                if !o.replied {
-                    o.replied = true;
-                    if let Err(e) = self.ledger.record_outcome(&o) {
-                        tracing::error!(comment_id = id, "{e}");
-                    }
-                }
+        if let Some(id) = report::marked_refusal(&c.body)
+            && let Some(mut o) = self.ledger.outcome(id)
+            && !o.replied
+        {
+            o.replied = true;
+            if let Err(e) = self.ledger.record_outcome(&o) {
+                tracing::error!(comment_id = id, "{e}");
             }
         }
-        if let Some(run_id) = report::marked_run(&c.body) {
-            if let Some(mut rec) = self.ledger.record(run_id) {
-                if rec.status_comment_id.is_none() {
-                    tracing::info!(run_id = %run_id, "adopting the run's PR comment {}", c.id);
-                    rec.status_comment_id = Some(c.id);
-                    if let Err(e) = self.ledger.save_record(&rec) {
-                        tracing::error!(run_id = %run_id, "{e}");
-                    }
-                }
+        if let Some(run_id) = report::marked_run(&c.body)
+            && let Some(mut rec) = self.ledger.record(run_id)
+            && rec.status_comment_id.is_none()
+        {
+            tracing::info!(run_id = %run_id, "adopting the run's PR comment {}", c.id);
+            rec.status_comment_id = Some(c.id);
+            if let Err(e) = self.ledger.save_record(&rec) {
+                tracing::error!(run_id = %run_id, "{e}");
             }
         }
     }

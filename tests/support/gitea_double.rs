@@ -203,10 +203,8 @@ impl GiteaDouble {
         let mut st = self.state.lock().unwrap();
         st.next_id += 1;
         let id = st.next_id;
-        if is_pr {
-            if let Some(p) = st.repos.get_mut(repo).and_then(|r| r.pulls.get_mut(&pr)) {
-                p.updated = p.updated.max(at);
-            }
+        if is_pr && let Some(p) = st.repos.get_mut(repo).and_then(|r| r.pulls.get_mut(&pr)) {
+            p.updated = p.updated.max(at);
         }
         st.repos
             .entry(repo.into())
@@ -345,12 +343,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(if b[i] == b'+' { b' ' } else { b[i] });
         i += 1;
