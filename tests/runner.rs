@@ -346,7 +346,7 @@ fn sigterm_cancels_the_run_and_tears_down() {
     setup.write_hook(
         "hello",
         "install_steps.sh",
-        "echo hook started; sleep 300\n",
+        "echo hook started; sleep 301\n",
     );
     let child = setup
         .command(&["hello"])
@@ -385,9 +385,10 @@ fn sigterm_cancels_the_run_and_tears_down() {
     assert_eq!(r["cause"], "cancelled");
     assert_eq!(tier(&r, "upgrade")["status"], "not_run");
     assert_eq!(r["invariants"]["clean_teardown"], true);
-    // The hook's `sleep` died with its process group.
+    // The hook's `sleep` died with its process group. (Each test that looks for its
+    // hook's sleep uses a duration no other test uses: they run in parallel.)
     let sleepers = std::process::Command::new("pgrep")
-        .args(["-f", "sleep 300"])
+        .args(["-f", "sleep 301"])
         .output()
         .unwrap();
     assert!(
@@ -678,7 +679,7 @@ fn after_kill_9_the_next_run_reaps_the_orphans() {
     setup.write_hook(
         "hello",
         "install_steps.sh",
-        "echo hook started; sleep 300\n",
+        "echo hook started; sleep 302\n",
     );
     let mut child = setup
         .command(&["hello"])
@@ -700,7 +701,7 @@ fn after_kill_9_the_next_run_reaps_the_orphans() {
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let sleepers = std::process::Command::new("pgrep")
-        .args(["-f", "sleep 300"])
+        .args(["-f", "sleep 302"])
         .output()
         .unwrap();
     assert!(
