@@ -254,27 +254,16 @@ impl Executor {
 
     /// Write a line of the runner's own to run.log (masked).
     pub fn note(&self, line: &str) {
-        let masked = self.masker().mask_all(line.as_bytes());
-        let mut sink = self.sink.lock().expect("sink lock");
-        let _ = sink.log.write_all(&masked);
-        let _ = sink.log.write_all(b"\n");
-        sink.progress.line(&String::from_utf8_lossy(&masked));
+        self.log_bytes(line.as_bytes());
     }
 
-    /// A runner note for run.log only (not a child's output).
-    fn note_quietly(&self, line: &str) {
-        let masked = self.masker().mask_all(line.as_bytes());
-        let mut sink = self.sink.lock().expect("sink lock");
-        let _ = sink.log.write_all(&masked);
-        let _ = sink.log.write_all(b"\n");
-    }
-
-    /// Write already-captured bytes to run.log through the current masker.
+    /// Write bytes to run.log and the progress view through the current masker,
+    /// ending what is not empty with a newline.
     pub fn log_bytes(&self, bytes: &[u8]) {
         let masked = self.masker().mask_all(bytes);
         let mut sink = self.sink.lock().expect("sink lock");
         let _ = sink.log.write_all(&masked);
-        if !masked.ends_with(b"\n") && !masked.is_empty() {
+        if !masked.is_empty() && !masked.ends_with(b"\n") {
             let _ = sink.log.write_all(b"\n");
         }
         for l in String::from_utf8_lossy(&masked).lines() {
@@ -365,7 +354,7 @@ impl Executor {
         let grace = Instant::now();
         while !(out_thread.is_finished() && err_thread.is_finished()) {
             if grace.elapsed() >= Duration::from_secs(2) {
-                self.note_quietly(&format!("{shown}: stopping the processes it left running"));
+                self.note(&format!("{shown}: stopping the processes it left running"));
                 // SAFETY: kill(2) on the process group our child led; a reader still
                 // open means a member of that group still exists.
                 unsafe { libc::kill(-pid, libc::SIGKILL) };
@@ -392,14 +381,9 @@ impl Executor {
         Ok(Output {
             exit,
             stdout,
-            stderr: String::from_utf8_lossy(&masker_for_stderr(&self.masker(), &stderr))
-                .into_owned(),
+            stderr: String::from_utf8_lossy(&self.masker().mask_all(&stderr)).into_owned(),
         })
     }
-}
-
-fn masker_for_stderr(masker: &Masker, raw: &[u8]) -> Vec<u8> {
-    masker.mask_all(raw)
 }
 
 /// SIGTERM the child's process group, then SIGKILL it if it lingers.

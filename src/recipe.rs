@@ -53,6 +53,8 @@ pub enum Error {
     },
     #[error("cannot run git: {0}; install git")]
     GitMissing(#[source] std::io::Error),
+    #[error("cannot create {0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -141,11 +143,7 @@ impl Checkout {
         fetch_ref: Option<&str>,
     ) -> Result<Checkout> {
         let parent = dir.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(parent).map_err(|e| Error::Git {
-            args: "clone".into(),
-            dir: parent.to_owned(),
-            stderr: e.to_string(),
-        })?;
+        std::fs::create_dir_all(parent).map_err(|e| Error::Io(parent.to_owned(), e))?;
         git(
             parent,
             &[
@@ -279,9 +277,9 @@ impl Checkout {
         .ok()
     }
 
-    /// Copy the tracked `tests/` directory at `commit` into `dest` (the snapshot the
-    /// custom tier runs, so later checkouts cannot change it). Returns false if the
-    /// recipe has no `tests/` at that commit.
+    /// Copy the tracked `tests/` directory at `commit` into `dest` (`dest/tests/`, the
+    /// snapshot the custom tier runs, so later checkouts cannot change it). Returns
+    /// false if the recipe has no `tests/` at that commit.
     pub fn snapshot_tests(&self, commit: &str, dest: &Path) -> Result<bool> {
         let listing = git(
             &self.dir,
@@ -290,38 +288,19 @@ impl Checkout {
         if listing.is_empty() {
             return Ok(false);
         }
-        std::fs::create_dir_all(dest).map_err(|e| Error::Git {
-            args: "snapshot tests".into(),
-            dir: dest.to_owned(),
-            stderr: e.to_string(),
-        })?;
-        let archive = Command::new("git")
-            .arg("-C")
-            .arg(&self.dir)
-            .args(["archive", "--format=tar", commit, "tests/"])
-            .output()
-            .map_err(Error::GitMissing)?;
-        let mut tar = Command::new("tar")
-            .arg("-x")
-            .arg("-C")
-            .arg(dest)
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .map_err(Error::GitMissing)?;
-        use std::io::Write;
-        tar.stdin
-            .take()
-            .expect("piped")
-            .write_all(&archive.stdout)
-            .map_err(Error::GitMissing)?;
-        let ok = tar.wait().map_err(Error::GitMissing)?.success();
-        if !archive.status.success() || !ok {
-            return Err(Error::Git {
-                args: "archive tests/".into(),
-                dir: self.dir.clone(),
-                stderr: String::from_utf8_lossy(&archive.stderr).into_owned(),
-            });
-        }
+        std::fs::create_dir_all(dest).map_err(|e| Error::Io(dest.to_owned(), e))?;
+        // Written straight into `dest` (the repository's index and tree stay as they are).
+        let work_tree = format!("--work-tree={}", dest.display());
+        git(
+            &self.dir,
+            &[
+                &work_tree,
+                "restore",
+                &format!("--source={commit}"),
+                "--",
+                "tests/",
+            ],
+        )?;
         Ok(true)
     }
 }
@@ -403,6 +382,61 @@ mod tests {
             co.upgrade_base(&head, "main", Some("9.9.9+9"), meta),
             Err(Error::BaseTagMissing { .. })
         ));
+    }
+
+    #[test]
+    fn snapshot_copies_tests_at_a_commit_and_leaves_the_checkout_alone() {
+        let (d, co) = repo_with_tags();
+        let head = co.resolve("main").unwrap();
+        let dest = d.path().join("snap");
+        assert!(
+            !co.snapshot_tests(&head, &dest).unwrap(),
+            "no tests/ in this recipe"
+        );
+        let with_tests = co.resolve("main").unwrap();
+        // A commit that ships tests/: made in the source and fetched.
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("tests")).unwrap();
+        std::fs::write(src.join("tests/01.sh"), "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            src.join("tests/01.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let env = [
+            ("GIT_AUTHOR_NAME", "t"),
+            ("GIT_AUTHOR_EMAIL", "t@example.org"),
+            ("GIT_COMMITTER_NAME", "t"),
+            ("GIT_COMMITTER_EMAIL", "t@example.org"),
+        ];
+        for args in [vec!["add", "tests"], vec!["commit", "-q", "-m", "tests"]] {
+            assert!(
+                Command::new("git")
+                    .arg("-C")
+                    .arg(&src)
+                    .args(&args)
+                    .envs(env)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        git(&co.dir, &["fetch", "-q", "origin"]).unwrap();
+        let tested = co.resolve("origin/main").unwrap();
+        assert_ne!(tested, with_tests);
+        let status_before = git(&co.dir, &["status", "--porcelain"]).unwrap();
+        assert!(co.snapshot_tests(&tested, &dest).unwrap());
+        let mode = std::fs::metadata(dest.join("tests/01.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert!(mode & 0o111 != 0, "executable bit kept");
+        assert_eq!(
+            git(&co.dir, &["status", "--porcelain"]).unwrap(),
+            status_before,
+            "checkout untouched"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What the runner asks the Docker engine directly, independent of abra: is the
 //! swarm there, is a stack converged and healthy, what went wrong (diagnostics and
 //! their cause class), and did teardown leave anything behind.
-use crate::process::{Cmd, Executor, Exit, Output};
+use crate::process::{Cmd, Executor, Output};
 use crate::results::Cause;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -377,15 +377,6 @@ pub fn force_clean(exec: &Executor, stack: &str) -> Result<Vec<String>> {
         }
         exec.wait(Duration::from_millis(500));
     }
-}
-
-/// Whether the failing output of a command says the engine itself is unreachable.
-pub fn engine_gone(out: &Output) -> bool {
-    matches!(out.exit, Exit::Code(_))
-        && out
-            .stderr
-            .to_lowercase()
-            .contains("cannot connect to the docker daemon")
 }
 
 #[cfg(test)]
