@@ -236,20 +236,17 @@ impl Client {
                         .header("Accept", "application/json")
                         .call()
                 }
-                ("POST", Some(b)) => self
-                    .agent
-                    .post(&url)
-                    .header("Authorization", &auth)
-                    .header("Accept", "application/json")
-                    .header("Content-Type", "application/json")
-                    .send(&serde_json::to_vec(b).expect("json serialises")[..]),
-                ("PATCH", Some(b)) => self
-                    .agent
-                    .patch(&url)
-                    .header("Authorization", &auth)
-                    .header("Accept", "application/json")
-                    .header("Content-Type", "application/json")
-                    .send(&serde_json::to_vec(b).expect("json serialises")[..]),
+                ("POST" | "PATCH", Some(b)) => {
+                    let r = if method == "POST" {
+                        self.agent.post(&url)
+                    } else {
+                        self.agent.patch(&url)
+                    };
+                    r.header("Authorization", &auth)
+                        .header("Accept", "application/json")
+                        .header("Content-Type", "application/json")
+                        .send(&serde_json::to_vec(b).expect("json serialises")[..])
+                }
                 _ => unreachable!("unsupported method {method}"),
             };
             let mut resp = result.map_err(|e| Error::Transport {
