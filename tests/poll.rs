@@ -744,14 +744,14 @@ fn cancelled_run_says_so() {
 #[test]
 fn runner_that_never_produces_results_is_reported_as_error() {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "[poll]\nstart_timeout_s = 1\n");
+    let s = Setup::new(&[repo], "[poll]\nstart_timeout_s = 2\n");
     s.gitea.add_pull(repo, 7, SHA);
     s.gitea.comment(repo, 7, "alice", "!testme");
     let mut p = s.poller();
     p.cycle();
     s.launched(1);
     assert_eq!(s.gitea.statuses().last().unwrap().state, "pending");
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(2300));
     p.cycle();
     let last = s.gitea.statuses().last().unwrap().clone();
     assert_eq!(last.state, "error");
@@ -767,7 +767,7 @@ fn runner_that_never_produces_results_is_reported_as_error() {
 #[test]
 fn launch_that_keeps_failing_is_retried_then_reported_as_error() {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "[poll]\nstart_timeout_s = 1\n");
+    let s = Setup::new(&[repo], "[poll]\nstart_timeout_s = 2\n");
     let text = std::fs::read_to_string(&s.config).unwrap();
     std::fs::write(
         &s.config,
@@ -783,7 +783,7 @@ fn launch_that_keeps_failing_is_retried_then_reported_as_error() {
     p.cycle();
     assert_eq!(s.requests().len(), 1, "the request is kept");
     assert_eq!(s.gitea.statuses().last().unwrap().state, "pending");
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(2300));
     p.cycle();
     let last = s.gitea.statuses().last().unwrap().clone();
     assert_eq!(last.state, "error");

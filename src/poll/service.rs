@@ -540,7 +540,7 @@ impl Poller {
             clone_url,
             comment_id: Some(comment_id),
             requested_by: user.to_string(),
-            requested_at: rfc3339(now),
+            requested_at: record_time(now),
         };
         self.ledger.record_request(&req)?;
         tracing::info!(run_id = %req.run_id, sha = %req.sha, "run requested");
@@ -641,7 +641,7 @@ impl Poller {
                 }
                 tracing::info!(run_id = %rec.run_id, repo = %rec.repo, pr = rec.pr, comment_id = rec.comment_id, "runner launched");
             }
-            rec.launched_at = Some(rfc3339(Utc::now()));
+            rec.launched_at = Some(record_time(Utc::now()));
             if let Err(e) = self.ledger.save_record(&rec) {
                 tracing::error!(run_id = %rec.run_id, "{e}");
             }
@@ -862,8 +862,15 @@ fn age(path: &Path) -> Duration {
         .unwrap_or_default()
 }
 
+/// A time for Gitea's `since`/`before` parameters (whole seconds).
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A time for the ledger's own records: milliseconds, so that a start timeout measured
+/// from it is not shortened by up to a second of truncation.
+fn record_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
