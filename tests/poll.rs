@@ -396,6 +396,30 @@ fn pages_through_all_comments_with_explicit_page_and_limit() {
 }
 
 #[test]
+fn pages_shorter_than_asked_for_are_not_taken_for_the_last() {
+    // An instance with `[api] MAX_RESPONSE_ITEMS = 20` answers `limit=50` with 20 items.
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.state.lock().unwrap().max_response_items = 20;
+    s.gitea.add_pull(repo, 1, SHA);
+    for i in 0..45 {
+        s.gitea.comment(repo, 1, "bob", &format!("chatter {i}"));
+    }
+    s.gitea.comment(repo, 1, "alice", "!testme");
+    let mut p = s.poller();
+    let stats = p.cycle();
+    assert_eq!(stats.triggers, 1, "{:?}", s.gitea.log());
+    let lists = s
+        .gitea
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("/issues/comments?"))
+        .count();
+    assert_eq!(lists, 3, "46 comments at 20 a page: {:?}", s.gitea.log());
+    assert_eq!(s.requests().len(), 1);
+}
+
+#[test]
 fn idle_cycle_costs_one_request_per_repo_and_resumes_from_cursor() {
     let repos = ["o/a", "o/b", "o/c"];
     let s = Setup::new(&repos, "");

@@ -106,12 +106,18 @@ pub struct Comment {
 }
 
 impl Comment {
-    /// The PR index when this is a pull-request comment (`…/pulls/{N}`).
+    /// The PR index when this is a pull-request comment: from `pull_request_url`
+    /// (`…/pulls/{N}`), or, when a server leaves both API URLs empty, from `html_url`
+    /// (`…/pulls/{N}#issuecomment-{id}`). An issue comment has `issue_url` set.
     pub fn pr_index(&self) -> Option<u64> {
-        if self.pull_request_url.is_empty() {
+        let url = if !self.pull_request_url.is_empty() {
+            self.pull_request_url.as_str()
+        } else if self.issue_url.is_empty() {
+            self.html_url.split('#').next().unwrap_or("")
+        } else {
             return None;
-        }
-        let url = self.pull_request_url.trim_end_matches('/');
+        };
+        let url = url.trim_end_matches('/');
         let (rest, last) = url.rsplit_once('/')?;
         if !rest.ends_with("/pulls") {
             return None;
@@ -438,9 +444,13 @@ mod tests {
     use super::*;
 
     fn comment(pr: &str, issue: &str) -> Comment {
+        with_html(pr, issue, "")
+    }
+
+    fn with_html(pr: &str, issue: &str, html: &str) -> Comment {
         Comment {
             id: 1,
-            html_url: String::new(),
+            html_url: html.into(),
             pull_request_url: pr.into(),
             issue_url: issue.into(),
             user: None,
@@ -456,6 +466,15 @@ mod tests {
         assert_eq!(comment("", "https://g/o/r/issues/7").pr_index(), None);
         assert_eq!(comment("https://g/o/r/issues/7", "").pr_index(), None);
         assert_eq!(comment("https://g/o/r/pulls/x", "").pr_index(), None);
+    }
+
+    #[test]
+    fn pr_index_falls_back_to_html_url_only_when_both_api_urls_are_empty() {
+        let html = "https://g/o/r/pulls/9#issuecomment-4";
+        assert_eq!(with_html("", "", html).pr_index(), Some(9));
+        assert_eq!(with_html("", "https://g/o/r/issues/9", html).pr_index(), None);
+        assert_eq!(with_html("", "", "https://g/o/r/issues/9#issuecomment-4").pr_index(), None);
+        assert_eq!(with_html("", "", "").pr_index(), None);
     }
 
     #[test]

@@ -309,10 +309,12 @@ impl Poller {
         let mut names = std::collections::HashSet::new();
         let mut newest: Option<DateTime<Utc>> = None;
         let mut page = 1;
+        let mut received = 0;
         loop {
             match self.client.search_pulls(&since, page) {
                 Ok((hits, total)) => {
                     let n = hits.len();
+                    received += n;
                     for h in hits {
                         if let Some(r) = h.repository {
                             names.insert(r.full_name.to_ascii_lowercase());
@@ -321,7 +323,7 @@ impl Poller {
                             newest = Some(newest.map_or(t, |x| x.max(t)));
                         }
                     }
-                    if n < PAGE_LIMIT || total.is_some_and(|t| (page * PAGE_LIMIT) as u64 >= t) {
+                    if last_page(n, received, total) {
                         break;
                     }
                     page += 1;
@@ -362,8 +364,7 @@ impl Poller {
             let (items, total) = self.client.list_comments(&repo.repo, &since, page)?;
             let n = items.len();
             comments.extend(items);
-            let seen = page * PAGE_LIMIT;
-            if n < PAGE_LIMIT || total.is_some_and(|t| seen as u64 >= t) || self.stopping() {
+            if last_page(n, comments.len(), total) || self.stopping() {
                 break;
             }
             page += 1;
@@ -860,6 +861,17 @@ fn age(path: &Path) -> Duration {
         .ok()
         .and_then(|t| SystemTime::now().duration_since(t).ok())
         .unwrap_or_default()
+}
+
+/// Whether a page of `n` items is the last, `received` items so far in all, given
+/// Gitea's `X-Total-Count`. With a total, count what came: an instance whose
+/// `MAX_RESPONSE_ITEMS` is below our `limit` sends full pages shorter than asked for.
+/// Without one, a short page is the last.
+fn last_page(n: usize, received: usize, total: Option<u64>) -> bool {
+    match total {
+        Some(t) => n == 0 || received as u64 >= t,
+        None => n < PAGE_LIMIT,
+    }
 }
 
 /// A time for Gitea's `since`/`before` parameters (whole seconds).

@@ -93,6 +93,8 @@ pub struct State {
     pub clone_urls: HashMap<String, String>,
     /// Authorization headers that were not the expected token (should stay empty).
     pub bad_auth: Vec<String>,
+    /// Gitea's `[api] MAX_RESPONSE_ITEMS` (default 50): the cap on `limit`.
+    pub max_response_items: usize,
 }
 
 #[derive(Clone)]
@@ -118,6 +120,7 @@ impl GiteaDouble {
             token: token.into(),
             bot: bot.into(),
             bot_in_org: true,
+            max_response_items: 50,
             next_id: 1000,
             base: url.clone(),
             ..State::default()
@@ -516,7 +519,7 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
                 .get("limit")
                 .and_then(|l| l.parse::<usize>().ok())
                 .unwrap_or(30)
-                .clamp(1, 50);
+                .clamp(1, st.max_response_items);
             let page = req
                 .query
                 .get("page")
@@ -570,7 +573,7 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
                                     .get("limit")
                                     .and_then(|l| l.parse::<usize>().ok())
                                     .unwrap_or(30)
-                                    .clamp(1, 50);
+                                    .clamp(1, st.max_response_items);
                                 let page = page.max(1);
                                 matched
                                     .into_iter()
