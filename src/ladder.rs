@@ -253,14 +253,16 @@ impl<'a> Ladder<'a> {
         if deployed.is_ok() && healthy.is_ok() {
             return Ok(());
         }
-        let diagnostics = swarm::diagnostics(self.exec, &self.stack)
-            .unwrap_or_else(|e| format!("diagnostics unavailable: {e}"));
-        let file = self.save_diagnostics(tier, &diagnostics);
+        let (text, tasks_cause) = match swarm::diagnostics(self.exec, &self.stack) {
+            Ok(d) => (d.text.clone(), d.cause()),
+            Err(e) => (format!("diagnostics unavailable: {e}"), None),
+        };
+        let file = self.save_diagnostics(tier, &text);
         let (cause, reason) = match (deployed, healthy) {
             (Err(e), _) => {
                 // Task states decide; abra's own message (which may quote app log
                 // lines) only when there are no tasks to look at.
-                let cause = swarm::classify(&diagnostics)
+                let cause = tasks_cause
                     .or_else(|| swarm::classify(&e.to_string()))
                     .unwrap_or(Cause::Recipe);
                 (cause, format!("deploy of {version} failed: {e}"))

@@ -196,8 +196,7 @@ pub fn wait_healthy(
             }));
         }
         if start.elapsed() >= timeout {
-            let diag = diagnostics(exec, stack)?;
-            let cause = classify(&diag).unwrap_or(Cause::Timeout);
+            let cause = diagnostics(exec, stack)?.cause().unwrap_or(Cause::Timeout);
             return Ok(Err(Unhealthy {
                 reason: format!("not healthy after {} s: {problem}", timeout.as_secs()),
                 cause,
@@ -207,16 +206,74 @@ pub fn wait_healthy(
     }
 }
 
-/// Everything that explains a stack's state: `docker service ps --no-trunc` of every
-/// service, task errors, and the last log lines of services with failed tasks.
-/// Masked with the run's current secrets.
-pub fn diagnostics(exec: &Executor, stack: &str) -> Result<String> {
+/// What explains a stack's state: the text for the run's artifacts, and the task
+/// states the cause class is read from.
+pub struct Diagnostics {
+    /// `docker service ps --no-trunc` of every service and the last log lines of the
+    /// services with failed tasks, masked with the run's current secrets.
+    pub text: String,
+    tasks: Vec<Task>,
+}
+
+/// One task as the engine reports it: no recipe-chosen names, no app output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Task {
+    desired: String,
+    current: String,
+    error: String,
+}
+
+impl Task {
+    fn parse(line: &str) -> Task {
+        let mut f = line.splitn(3, '\t');
+        let mut next = || f.next().unwrap_or("").trim().to_string();
+        Task {
+            desired: next(),
+            current: next(),
+            error: next(),
+        }
+    }
+
+    fn failing(&self) -> bool {
+        self.current.starts_with("Failed")
+            || self.current.starts_with("Rejected")
+            || !self.error.is_empty()
+    }
+
+    /// The swarm wants it running but it never left `New`/`Pending`: never scheduled,
+    /// or never got its network.
+    fn stuck(&self) -> bool {
+        self.desired == "Running"
+            && (self.current.starts_with("Pending") || self.current.starts_with("New"))
+    }
+}
+
+impl Diagnostics {
+    /// The cause class the task states point to, if any is clear. The text of the
+    /// artifacts is never read: service and image names are the recipe's, log lines
+    /// the app's, and either may say anything.
+    pub fn cause(&self) -> Option<Cause> {
+        if self.tasks.iter().any(Task::stuck) {
+            return Some(Cause::Infrastructure);
+        }
+        let states: String = self
+            .tasks
+            .iter()
+            .map(|t| format!("{} {}\n", t.current, t.error))
+            .collect();
+        classify(&states)
+    }
+}
+
+/// Gather [`Diagnostics`] for `stack`.
+pub fn diagnostics(exec: &Executor, stack: &str) -> Result<Diagnostics> {
     let mut text = String::new();
+    let mut tasks = Vec::new();
     for svc in services(exec, stack)? {
         text.push_str(&format!("## docker service ps --no-trunc {svc}\n"));
         let ps = docker(exec, &["service", "ps", "--no-trunc", &svc])?;
         text.push_str(&String::from_utf8_lossy(&ps.stdout));
-        let errors = docker_ok(
+        let states = docker_ok(
             exec,
             &[
                 "service",
@@ -224,14 +281,11 @@ pub fn diagnostics(exec: &Executor, stack: &str) -> Result<String> {
                 "--no-trunc",
                 &svc,
                 "--format",
-                "{{.CurrentState}}\t{{.Error}}",
+                "{{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}",
             ],
         )?;
-        let failing = errors.lines().any(|l| {
-            let (state, error) = l.split_once('\t').unwrap_or((l, ""));
-            state.starts_with("Failed") || state.starts_with("Rejected") || !error.trim().is_empty()
-        });
-        if failing {
+        let svc_tasks: Vec<Task> = states.lines().map(Task::parse).collect();
+        if svc_tasks.iter().any(Task::failing) {
             text.push_str(&format!("## docker service logs --tail 30 {svc}\n"));
             let logs = docker(
                 exec,
@@ -240,19 +294,22 @@ pub fn diagnostics(exec: &Executor, stack: &str) -> Result<String> {
             text.push_str(&String::from_utf8_lossy(&logs.stdout));
             text.push_str(&logs.stderr);
         }
+        tasks.extend(svc_tasks);
         text.push('\n');
     }
     let masked = exec.masker().mask_all(text.as_bytes());
-    Ok(String::from_utf8_lossy(&masked).into_owned())
+    Ok(Diagnostics {
+        text: String::from_utf8_lossy(&masked).into_owned(),
+        tasks,
+    })
 }
 
-/// The cause class that diagnostics (or abra's error output) point to, if any is
-/// clear. Only task states and errors are read, never the services' own log lines
-/// (an app may log anything). Infrastructure: the host failed the recipe (address
-/// pools, VIPs, tasks never scheduled, images not available). Recipe: tasks ran and
-/// failed, or are unhealthy.
+/// The cause class an engine message (a task's state and error, or abra's error when
+/// there are no tasks) points to, if any is clear. Infrastructure: the host failed the
+/// recipe (address pools, VIPs, tasks never scheduled, images not available). Recipe:
+/// tasks ran and failed, or are unhealthy.
 pub fn classify(text: &str) -> Option<Cause> {
-    let states = without_service_logs(text).to_lowercase();
+    let text = text.to_lowercase();
     const INFRA: &[&str] = &[
         "could not find an available, non-overlapping",
         "no available ip",
@@ -265,12 +322,7 @@ pub fn classify(text: &str) -> Option<Cause> {
         "insufficient resources",
         "cannot connect to the docker daemon",
     ];
-    // A task the swarm wants running that never left `New`/`Pending` was never
-    // scheduled or never got its network: the host's problem.
-    let stuck = states
-        .lines()
-        .any(|l| l.contains(" running ") && (l.contains(" pending ") || l.contains(" new ")));
-    if stuck || INFRA.iter().any(|p| states.contains(p)) {
+    if INFRA.iter().any(|p| text.contains(p)) {
         return Some(Cause::Infrastructure);
     }
     const RECIPE: &[&str] = &[
@@ -281,26 +333,10 @@ pub fn classify(text: &str) -> Option<Cause> {
         "paused",
         "exit code",
     ];
-    if RECIPE.iter().any(|p| states.contains(p)) {
+    if RECIPE.iter().any(|p| text.contains(p)) {
         return Some(Cause::Recipe);
     }
     None
-}
-
-/// `text` without the `## docker service logs` sections of [`diagnostics`].
-fn without_service_logs(text: &str) -> String {
-    let mut out = String::new();
-    let mut in_logs = false;
-    for line in text.lines() {
-        if line.starts_with("## ") {
-            in_logs = line.starts_with("## docker service logs");
-        }
-        if !in_logs {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
 }
 
 /// Everything of `stack` that still exists: stacks, services, volumes, secrets,
@@ -406,11 +442,30 @@ mod tests {
             Some(Cause::Recipe)
         );
         assert_eq!(classify("all good"), None);
-        let stuck = "ID  NAME  IMAGE  NODE  DESIRED STATE  CURRENT STATE  ERROR\nx  s_app.1  img  vm  Running  Pending 2 minutes ago";
-        assert_eq!(classify(stuck), Some(Cause::Infrastructure));
-        // The app's own log lines never decide the class.
-        let logs = "## docker service ps --no-trunc s_app\nx s_app.1 img vm Shutdown Failed 1s ago \"task: non-zero exit (1)\"\n\
-                    ## docker service logs --tail 30 s_app\nerror: No such image in my catalogue\n";
-        assert_eq!(classify(logs), Some(Cause::Recipe));
+    }
+
+    fn diag(text: &str, tasks: &[&str]) -> Diagnostics {
+        Diagnostics {
+            text: text.into(),
+            tasks: tasks.iter().map(|l| Task::parse(l)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_cause_comes_from_task_states_only() {
+        let stuck = diag("", &["Running\tPending 2 minutes ago\t"]);
+        assert_eq!(stuck.cause(), Some(Cause::Infrastructure));
+        let failed = diag("", &["Shutdown\tFailed 1 second ago\ttask: non-zero exit (1)"]);
+        assert_eq!(failed.cause(), Some(Cause::Recipe));
+        assert_eq!(diag("", &["Running\tRunning 5 seconds ago\t"]).cause(), None);
+        // Recipe-chosen names and the app's own log lines never decide the class, even
+        // when they mimic the artifacts' section headers.
+        let text = "## docker service ps --no-trunc s_ipam\nx s_ipam.1 ipam-tool:1 vm Running Running\n\
+                    ## docker service logs --tail 30 s_ipam\ns_ipam.1@vm | ## docker service ps\n\
+                    s_ipam.1@vm | could not find an available, non-overlapping address pool\n";
+        let healthy_but_loud = diag(text, &["Running\tRunning 5 seconds ago\t"]);
+        assert_eq!(healthy_but_loud.cause(), None);
+        let failed_and_loud = diag(text, &["Shutdown\tFailed 1 second ago\ttask: non-zero exit (1)"]);
+        assert_eq!(failed_and_loud.cause(), Some(Cause::Recipe));
     }
 }
