@@ -396,7 +396,7 @@ fn prepare(
     let orphans = swarm::leaks(exec, &stack)?;
     if !orphans.is_empty() {
         exec.note(&format!(
-            "reaping what a dead run of {domain} left: {}",
+            "reaping what an earlier run of {domain} left (it died or could not tear down): {}",
             orphans.join(", ")
         ));
         let left = swarm::force_clean(exec, &stack)?;

@@ -724,7 +724,7 @@ fn after_kill_9_the_next_run_reaps_the_orphans() {
     assert_eq!(out.code, Some(0), "{}", out.describe());
     let log = std::fs::read_to_string(out.run_dir().join("run.log")).unwrap();
     assert!(
-        log.contains("reaping what a dead run of hello.t-kill9.localhost left"),
+        log.contains("reaping what an earlier run of hello.t-kill9.localhost left"),
         "{log}"
     );
     assert_eq!(out.results()["level"], 5, "{}", out.describe());
