@@ -265,8 +265,7 @@ impl Client {
                 let wait = headers
                     .get("Retry-After")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs)
+                    .and_then(|v| retry_after(v, chrono::Utc::now()))
                     .unwrap_or(Duration::from_secs(60));
                 if !retried && wait <= MAX_INLINE_RETRY {
                     tracing::warn!(request = %what, wait_s = wait.as_secs(), "gitea rate limited; waiting");
@@ -439,9 +438,37 @@ impl Client {
     }
 }
 
+/// A `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110, 10.2.3); a date in
+/// the past is no wait.
+fn retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some((at.with_timezone(&chrono::Utc) - now).to_std().unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-25T14:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Wed, 25 Nov 2026 14:02:30 GMT", now),
+            Some(Duration::from_secs(150))
+        );
+        assert_eq!(
+            retry_after("Wed, 25 Nov 2026 13:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", now), None);
+    }
 
     fn comment(pr: &str, issue: &str) -> Comment {
         with_html(pr, issue, "")

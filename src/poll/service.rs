@@ -383,7 +383,9 @@ impl Poller {
                 return Ok(triggers);
             }
             let updated = parse_time(&c.updated_at);
-            if !self.is_bot(c.login())
+            // A comment without a user (a server's ghost) cannot be authorized.
+            if !c.login().is_empty()
+                && !self.is_bot(c.login())
                 && self.ledger.handled(c.id).is_none()
                 && let Some(pr) = c.pr_index()
                 && trigger::is_trigger(&c.body, &self.config.trigger.command)
