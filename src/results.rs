@@ -29,6 +29,19 @@ pub enum TierStatus {
     NotRun,
 }
 
+impl TierStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TierStatus::Pending => "pending",
+            TierStatus::Running => "running",
+            TierStatus::Passed => "passed",
+            TierStatus::Failed => "failed",
+            TierStatus::Skipped => "skipped",
+            TierStatus::NotRun => "not_run",
+        }
+    }
+}
+
 /// Why something failed: the class decides who has to act.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -107,6 +120,21 @@ pub struct Results {
     pub leaks: Vec<String>,
 }
 
+impl Invariants {
+    /// The names of the invariants that do not hold.
+    pub fn broken(&self) -> Vec<&'static str> {
+        [
+            ("clean_teardown", self.clean_teardown),
+            ("no_secret_leak", self.no_secret_leak),
+            ("deploy_budget_ok", self.deploy_budget_ok),
+        ]
+        .into_iter()
+        .filter(|(_, holds)| !holds)
+        .map(|(name, _)| name)
+        .collect()
+    }
+}
+
 impl From<crate::process::StopReason> for Cause {
     fn from(reason: crate::process::StopReason) -> Cause {
         match reason {
@@ -153,6 +181,15 @@ impl Results {
             },
             leaks: Vec::new(),
         }
+    }
+
+    /// Final: the runner will not write these results again.
+    pub fn finished(&self) -> bool {
+        self.status != RunStatus::Running
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cause == Some(Cause::Cancelled)
     }
 
     pub fn write(&self, path: &Path) -> std::io::Result<()> {

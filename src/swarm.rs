@@ -455,9 +455,15 @@ mod tests {
     fn the_cause_comes_from_task_states_only() {
         let stuck = diag("", &["Running\tPending 2 minutes ago\t"]);
         assert_eq!(stuck.cause(), Some(Cause::Infrastructure));
-        let failed = diag("", &["Shutdown\tFailed 1 second ago\ttask: non-zero exit (1)"]);
+        let failed = diag(
+            "",
+            &["Shutdown\tFailed 1 second ago\ttask: non-zero exit (1)"],
+        );
         assert_eq!(failed.cause(), Some(Cause::Recipe));
-        assert_eq!(diag("", &["Running\tRunning 5 seconds ago\t"]).cause(), None);
+        assert_eq!(
+            diag("", &["Running\tRunning 5 seconds ago\t"]).cause(),
+            None
+        );
         // Recipe-chosen names and the app's own log lines never decide the class, even
         // when they mimic the artifacts' section headers.
         let text = "## docker service ps --no-trunc s_ipam\nx s_ipam.1 ipam-tool:1 vm Running Running\n\
@@ -465,7 +471,10 @@ mod tests {
                     s_ipam.1@vm | could not find an available, non-overlapping address pool\n";
         let healthy_but_loud = diag(text, &["Running\tRunning 5 seconds ago\t"]);
         assert_eq!(healthy_but_loud.cause(), None);
-        let failed_and_loud = diag(text, &["Shutdown\tFailed 1 second ago\ttask: non-zero exit (1)"]);
+        let failed_and_loud = diag(
+            text,
+            &["Shutdown\tFailed 1 second ago\ttask: non-zero exit (1)"],
+        );
         assert_eq!(failed_and_loud.cause(), Some(Cause::Recipe));
     }
 }

@@ -151,6 +151,7 @@ fn results(
         .collect();
     serde_json::json!({
         "schema_version": 1, "run_id": "x", "recipe": "ghost", "ref": "refs/pull/7/head", "sha": SHA, "pr": 7,
+        "app_domain": "ghost.ci.example.org", "upgrade_base": "1.0.0+1.0", "leaks": [],
         "status": status, "level": level, "cause": cause, "error": null,
         "started_at": "2026-11-25T12:00:00Z", "finished_at": null, "tiers": tiers,
         "deploys": {"count": 1, "budget": 1},
@@ -786,6 +787,34 @@ fn runner_that_never_produces_results_is_reported_as_error() {
     );
     let body = &s.gitea.comments_by(repo, BOT)[0].body;
     assert!(body.contains("did not start"), "{body}");
+}
+
+#[test]
+fn unreadable_results_of_a_gone_runner_are_reported_as_such() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "[poll]\nstart_timeout_s = 2\n");
+    s.gitea.add_pull(repo, 7, SHA);
+    s.gitea.comment(repo, 7, "alice", "!testme");
+    let mut p = s.poller();
+    p.cycle();
+    let run_id = s.requests()[0].run_id.clone();
+    let dir = s.run_dir(&run_id);
+    std::fs::write(
+        dir.join("results.json"),
+        "{\"schema_version\": 1, \"status\": \"runn",
+    )
+    .unwrap();
+    p.cycle();
+    assert_eq!(s.gitea.statuses().last().unwrap().state, "pending");
+    std::thread::sleep(Duration::from_millis(2300));
+    p.cycle();
+    let last = s.gitea.statuses().last().unwrap().clone();
+    assert_eq!(last.state, "error");
+    assert!(
+        last.description.contains("results.json is unreadable"),
+        "{}",
+        last.description
+    );
 }
 
 #[test]

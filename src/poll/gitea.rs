@@ -446,7 +446,11 @@ fn retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Durati
         return Some(Duration::from_secs(secs));
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    Some((at.with_timezone(&chrono::Utc) - now).to_std().unwrap_or_default())
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]
@@ -499,8 +503,14 @@ mod tests {
     fn pr_index_falls_back_to_html_url_only_when_both_api_urls_are_empty() {
         let html = "https://g/o/r/pulls/9#issuecomment-4";
         assert_eq!(with_html("", "", html).pr_index(), Some(9));
-        assert_eq!(with_html("", "https://g/o/r/issues/9", html).pr_index(), None);
-        assert_eq!(with_html("", "", "https://g/o/r/issues/9#issuecomment-4").pr_index(), None);
+        assert_eq!(
+            with_html("", "https://g/o/r/issues/9", html).pr_index(),
+            None
+        );
+        assert_eq!(
+            with_html("", "", "https://g/o/r/issues/9#issuecomment-4").pr_index(),
+            None
+        );
         assert_eq!(with_html("", "", "").pr_index(), None);
     }
 

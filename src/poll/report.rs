@@ -3,7 +3,7 @@
 //!
 //! Pure functions from results to the wanted status and comment body; the service
 //! posts only what changed since the last cycle.
-use serde::Deserialize;
+use crate::results::{Cause, Results, RunStatus, TierStatus};
 
 /// A marker in every comment the bot posts about a run, so a comment created just
 /// before a crash is recognised (and reused) instead of duplicated.
@@ -26,46 +26,6 @@ pub fn marked_run(body: &str) -> Option<&str> {
 pub fn marked_refusal(body: &str) -> Option<u64> {
     let rest = body.split("<!-- cc-ci refused=").nth(1)?;
     rest.split_once(" -->").and_then(|(id, _)| id.parse().ok())
-}
-
-/// The subset of `results.json` (schema_version 1) the reporter reads; unknown
-/// fields are ignored so the runner can add more.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Results {
-    #[serde(default)]
-    pub schema_version: u32,
-    pub status: String,
-    #[serde(default)]
-    pub level: u8,
-    #[serde(default)]
-    pub cause: Option<String>,
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub tiers: Vec<Tier>,
-    #[serde(default)]
-    pub invariants: std::collections::BTreeMap<String, bool>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Tier {
-    pub name: String,
-    pub status: String,
-    #[serde(default)]
-    pub duration_s: Option<f64>,
-    #[serde(default)]
-    pub cause: Option<String>,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-impl Results {
-    pub fn finished(&self) -> bool {
-        self.status != "running"
-    }
-    fn cancelled(&self) -> bool {
-        self.cause.as_deref() == Some("cancelled")
-    }
 }
 
 /// What the run looks like now, from the reporter's point of view.
@@ -91,31 +51,25 @@ pub fn commit_status(view: &View) -> (&'static str, String) {
             if r.cancelled() {
                 return ("error", format!("cancelled, {level}"));
             }
-            let tier_failed = r.tiers.iter().any(|t| t.status == "failed");
-            let invariants_ok = r.invariants.values().all(|&v| v);
-            if r.status == "completed" && !tier_failed && invariants_ok {
+            let tier_failed = r.tiers.iter().any(|t| t.status == TierStatus::Failed);
+            let broken = r.invariants.broken();
+            if r.status == RunStatus::Completed && !tier_failed && broken.is_empty() {
                 return ("success", format!("passed, {level}"));
             }
-            let recipe_failure = r.status == "completed"
-                && invariants_ok
+            let recipe_failure = r.status == RunStatus::Completed
+                && broken.is_empty()
                 && r.tiers
                     .iter()
-                    .any(|t| t.status == "failed" && t.cause.as_deref() == Some("recipe"));
+                    .any(|t| t.status == TierStatus::Failed && t.cause == Some(Cause::Recipe));
             if recipe_failure {
                 return ("failure", format!("recipe failed, {level}"));
             }
-            let why = if r.status == "error" {
+            let why = if r.status == RunStatus::Error {
                 "run could not be carried out".to_string()
-            } else if !invariants_ok {
-                let broken: Vec<&str> = r
-                    .invariants
-                    .iter()
-                    .filter(|(_, v)| !**v)
-                    .map(|(k, _)| k.as_str())
-                    .collect();
+            } else if !broken.is_empty() {
                 format!("invariant broken: {}", broken.join(", "))
             } else {
-                format!("{} failure", r.cause.as_deref().unwrap_or("unknown"))
+                format!("{} failure", r.cause.map_or("unknown", Cause::as_str))
             };
             ("error", format!("{why}, {level}"))
         }
@@ -167,9 +121,9 @@ pub fn comment_body(
                     body.push_str("| tier | status | time |\n|---|---|---|\n");
                     for t in &r.tiers {
                         let time = t.duration_s.map(|d| format!("{d:.0}s")).unwrap_or_default();
-                        let mut status = t.status.clone();
-                        if let Some(c) = &t.cause {
-                            status.push_str(&format!(" ({c})"));
+                        let mut status = t.status.as_str().to_string();
+                        if let Some(c) = t.cause {
+                            status.push_str(&format!(" ({})", c.as_str()));
                         }
                         body.push_str(&format!("| {} | {} | {} |\n", t.name, status, time));
                     }
@@ -241,37 +195,58 @@ mod tests {
 
     use super::*;
 
-    fn results(json: serde_json::Value) -> Results {
-        serde_json::from_value(json).unwrap()
-    }
-
-    fn base(status: &str, cause: Option<&str>, tiers: serde_json::Value) -> Results {
-        results(serde_json::json!({
-            "schema_version": 1, "status": status, "level": 2, "cause": cause,
-            "tiers": tiers,
-            "invariants": {"clean_teardown": true, "no_secret_leak": true, "deploy_budget_ok": true}
-        }))
+    /// Results of a run at level 2 with `tiers` as `(name, status, cause)`.
+    fn base(
+        status: RunStatus,
+        cause: Option<Cause>,
+        tiers: &[(&str, TierStatus, Option<Cause>)],
+    ) -> Results {
+        let mut r = Results::start(
+            "r1",
+            "ghost",
+            "refs/pull/7/head",
+            None,
+            Some(7),
+            "ghost.ci.example.org",
+        );
+        r.status = status;
+        r.level = 2;
+        r.cause = cause;
+        r.tiers = tiers
+            .iter()
+            .map(|&(name, status, cause)| crate::results::TierResult {
+                name: name.into(),
+                status,
+                started_at: None,
+                duration_s: Some(1.0),
+                cause,
+                reason: None,
+            })
+            .collect();
+        r
     }
 
     #[test]
     fn maps_results_to_commit_status() {
-        let passed = serde_json::json!([{"name":"install","status":"passed"},{"name":"upgrade","status":"passed"}]);
-        let r = base("completed", None, passed.clone());
+        use Cause::*;
+        use RunStatus::*;
+        use TierStatus::*;
+        let passed = [("install", Passed, None), ("upgrade", Passed, None)];
+        let r = base(Completed, None, &passed);
         assert_eq!(
             commit_status(&View::Results(&r)),
             ("success", "passed, level 2/5".into())
         );
 
-        let failed = serde_json::json!([{"name":"install","status":"passed"},{"name":"upgrade","status":"failed","cause":"recipe"}]);
-        let r = base("completed", Some("recipe"), failed);
+        let failed = [("install", Passed, None), ("upgrade", Failed, Some(Recipe))];
+        let r = base(Completed, Some(Recipe), &failed);
         assert_eq!(commit_status(&View::Results(&r)).0, "failure");
 
-        let infra =
-            serde_json::json!([{"name":"install","status":"failed","cause":"infrastructure"}]);
-        let r = base("completed", Some("infrastructure"), infra);
+        let infra = [("install", Failed, Some(Infrastructure))];
+        let r = base(Completed, Some(Infrastructure), &infra);
         assert_eq!(commit_status(&View::Results(&r)).0, "error");
 
-        let r = base("completed", Some("cancelled"), passed.clone());
+        let r = base(Completed, Some(Cancelled), &passed);
         let (state, desc) = commit_status(&View::Results(&r));
         assert_eq!(state, "error");
         assert!(
@@ -279,14 +254,14 @@ mod tests {
             "{desc}"
         );
 
-        let r = base("error", Some("harness"), serde_json::json!([]));
+        let r = base(Error, Some(Harness), &[]);
         assert_eq!(commit_status(&View::Results(&r)).0, "error");
 
-        let r = base("running", None, passed.clone());
+        let r = base(RunStatus::Running, None, &passed);
         assert_eq!(commit_status(&View::Results(&r)).0, "pending");
 
-        let mut r = base("completed", None, passed);
-        r.invariants.insert("clean_teardown".into(), false);
+        let mut r = base(Completed, None, &passed);
+        r.invariants.clean_teardown = false;
         let (state, desc) = commit_status(&View::Results(&r));
         assert_eq!(state, "error");
         assert!(desc.contains("clean_teardown"), "{desc}");
@@ -294,7 +269,7 @@ mod tests {
 
     #[test]
     fn final_body_is_report_verbatim_with_badge_and_marker() {
-        let r = base("completed", None, serde_json::json!([]));
+        let r = base(RunStatus::Completed, None, &[]);
         let body = comment_body(
             "20260101T000000Z-aaaaaa",
             &"a".repeat(40),

@@ -684,11 +684,13 @@ impl Poller {
     ) -> Result<(), HandleError> {
         let run_dir = self.ledger.runs_dir().join(&rec.run_id);
         let results_path = run_dir.join("results.json");
-        let results: Option<report::Results> = match std::fs::read(&results_path) {
+        let mut unreadable = None;
+        let results: Option<crate::results::Results> = match std::fs::read(&results_path) {
             Ok(bytes) => match serde_json::from_slice(&bytes) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     tracing::warn!(run_id = %rec.run_id, "unreadable results.json: {e}");
+                    unreadable = Some(e.to_string());
                     None
                 }
             },
@@ -731,10 +733,13 @@ impl Poller {
             }
             None => {
                 if since_launch > timeout && !self.launcher.is_alive(&rec.run_id) {
-                    View::Lost(format!(
-                        "runner did not start/produce results within {}s",
-                        timeout.as_secs()
-                    ))
+                    View::Lost(match &unreadable {
+                        Some(e) => format!("the runner's results.json is unreadable: {e}"),
+                        None => format!(
+                            "runner did not start/produce results within {}s",
+                            timeout.as_secs()
+                        ),
+                    })
                 } else {
                     View::Starting
                 }
