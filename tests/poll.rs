@@ -624,16 +624,23 @@ fn crash_after_launch_before_bookkeeping_does_not_launch_again() {
 
 // ---------------------------------------------------------------- reporting
 
-#[test]
-fn progress_then_final_report_edits_one_comment() {
-    let repo = "o/r";
-    let s = Setup::new(&[repo], "");
-    s.gitea.add_pull(repo, 7, SHA);
-    s.gitea.comment(repo, 7, "alice", "!testme");
+/// `!testme` by a member on PR 7 of `o/r`, one cycle: the run is requested and
+/// launched. Returns the setup, the poller, the run id and the run's directory.
+fn triggered_run(extra_config: &str) -> (Setup, Poller, String, PathBuf) {
+    let s = Setup::new(&["o/r"], extra_config);
+    s.gitea.add_pull("o/r", 7, SHA);
+    s.gitea.comment("o/r", 7, "alice", "!testme");
     let mut p = s.poller();
     p.cycle();
     let run_id = s.requests()[0].run_id.clone();
     let dir = s.run_dir(&run_id);
+    (s, p, run_id, dir)
+}
+
+#[test]
+fn progress_then_final_report_edits_one_comment() {
+    let repo = "o/r";
+    let (s, mut p, run_id, dir) = triggered_run("");
 
     std::fs::write(
         dir.join("results.json"),
@@ -715,13 +722,7 @@ fn finish_with(
     tiers: &[(&str, &str, Option<&str>)],
 ) -> (String, String, String) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
-    s.gitea.add_pull(repo, 7, SHA);
-    s.gitea.comment(repo, 7, "alice", "!testme");
-    let mut p = s.poller();
-    p.cycle();
-    let run_id = s.requests()[0].run_id.clone();
-    let dir = s.run_dir(&run_id);
+    let (s, mut p, _, dir) = triggered_run("");
     std::fs::write(dir.join("report.md"), "report\n").unwrap();
     std::fs::write(dir.join("results.json"), results(status, 1, cause, tiers)).unwrap();
     p.cycle();
@@ -791,14 +792,7 @@ fn runner_that_never_produces_results_is_reported_as_error() {
 
 #[test]
 fn unreadable_results_of_a_gone_runner_are_reported_as_such() {
-    let repo = "o/r";
-    let s = Setup::new(&[repo], "[poll]\nstart_timeout_s = 2\n");
-    s.gitea.add_pull(repo, 7, SHA);
-    s.gitea.comment(repo, 7, "alice", "!testme");
-    let mut p = s.poller();
-    p.cycle();
-    let run_id = s.requests()[0].run_id.clone();
-    let dir = s.run_dir(&run_id);
+    let (s, mut p, _, dir) = triggered_run("[poll]\nstart_timeout_s = 2\n");
     std::fs::write(
         dir.join("results.json"),
         "{\"schema_version\": 1, \"status\": \"runn",
