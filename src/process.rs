@@ -287,28 +287,10 @@ impl Executor {
         if let Some(d) = &cmd.dir {
             command.current_dir(d);
         }
-        // SAFETY: only async-signal-safe calls (prctl, setpgid) between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                // Die with the runner, even on SIGKILL of the runner.
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                // Own process group: signals to the runner do not hit children directly;
-                // the runner stops them as a group, then tears down.
-                if libc::setpgid(0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // Die with the runner, even on SIGKILL of the runner. Own process group:
+        // signals to the runner do not hit children directly; the runner stops them
+        // as a group, then tears down.
+        tie_to_parent(&mut command, nix::sys::signal::Signal::SIGKILL, true);
         let started = Instant::now();
         let mut child = command
             .spawn()
@@ -383,6 +365,22 @@ impl Executor {
             stdout,
             stderr: String::from_utf8_lossy(&self.masker().mask_all(&stderr)).into_owned(),
         })
+    }
+}
+
+/// Make `command`'s child get `signal` when this process dies (even by SIGKILL), and
+/// with `own_group` lead a process group of its own.
+pub fn tie_to_parent(command: &mut Command, signal: nix::sys::signal::Signal, own_group: bool) {
+    // SAFETY: only async-signal-safe calls (prctl, setpgid) run between fork and exec,
+    // and they touch no memory of the parent.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(signal)?;
+            if own_group {
+                nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
+            }
+            Ok(())
+        });
     }
 }
 

@@ -1,7 +1,7 @@
 //! `cc-ci redact`: filter stdin, or a command's stdout and stderr, through the masker.
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd as _, RawFd};
-use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::os::unix::process::ExitStatusExt as _;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -73,23 +73,8 @@ fn run_filtered(masker: &Arc<Masker>, command: &[std::ffi::OsString]) -> Result<
     cmd.args(&command[1..])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it makes
-    // the child get SIGTERM if we die without forwarding (kill -9 of the filter).
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGTERM as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // The child gets SIGTERM if we die without forwarding (kill -9 of the filter).
+    crate::process::tie_to_parent(&mut cmd, Signal::SIGTERM, false);
     let mut child = cmd.spawn().map_err(|e| Error::Spawn(name.clone(), e))?;
     let pid = Pid::from_raw(child.id() as i32);
 
