@@ -134,14 +134,83 @@ fn writable_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The recipe's CI meta, loaded and checked.
+fn load_meta(ci_dir: &Path) -> anyhow::Result<RecipeMeta> {
+    let meta = RecipeMeta::load(ci_dir)?;
+    meta.validate()
+        .map_err(|e| anyhow!("{}: {e}", ci_dir.join(crate::meta::FILE_NAME).display()))?;
+    Ok(meta)
+}
+
+/// The CI's own credentials named in the config (the Gitea token, the webhook
+/// secret), masked in every run too: a recipe's hook or test runs as the runner's user
+/// and could print them. One the runner cannot read is not masked; neither can its
+/// children read it.
+fn ci_credentials(config: &Config) -> Vec<Vec<u8>> {
+    let files = [
+        config.gitea.as_ref().map(|g| g.token_file.as_path()),
+        config.webhook.as_ref().map(|w| w.secret_file.as_path()),
+    ];
+    files
+        .into_iter()
+        .flatten()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|v| v.trim().as_bytes().to_vec())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// What a run needs before it can log anything: its scratch dir (marked and locked as
+/// this run's), signal handlers, the secrets to mask, `run.log` and the executor.
+/// Returns the scratch dir, the lock that marks it alive, the executor and progress.
+fn open_run(
+    config: &Config,
+    run_id: &str,
+    domain: &str,
+    artifacts_dir: &Path,
+) -> anyhow::Result<(PathBuf, std::fs::File, Executor, Progress)> {
+    let scratch = config.state.runtime_dir.join("runs").join(run_id);
+    std::fs::create_dir_all(&scratch)
+        .with_context(|| format!("cannot create the run's scratch dir {}", scratch.display()))?;
+    // Which app this scratch dir belongs to, locked for as long as this process lives:
+    // a later run of the same app reaps the dir only if it can take that lock (the run
+    // died without cleaning up), never while this run waits for or holds the app.
+    let alive = mark_scratch(&scratch, domain).with_context(|| {
+        format!(
+            "cannot write to the run's scratch dir {}",
+            scratch.display()
+        )
+    })?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&cancel))
+            .context("installing signal handlers")?;
+    }
+    let stop = Stop {
+        cancel,
+        deadline: Instant::now() + Duration::from_secs(config.runner.deadline_min * 60),
+    };
+    let mut secrets = redact::load_secret_dirs(&config.runner.secrets_dirs)?;
+    secrets.extend(ci_credentials(config));
+    let log_path = artifacts_dir.join("run.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let progress = Progress::stderr(true);
+    let exec = Executor::new(
+        stop,
+        log,
+        progress.clone(),
+        secrets,
+        redact::DEFAULT_MIN_LEN,
+    );
+    Ok((scratch, alive, exec, progress))
+}
+
 pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     let wall = Instant::now();
     let config = load_config(args.config.as_deref())?;
     let target = target(&args, &config)?;
     let ci_dir = config.recipe_ci_dir(&target.recipe);
-    let meta = RecipeMeta::load(&ci_dir)?;
-    meta.validate()
-        .map_err(|e| anyhow!("{}: {e}", ci_dir.join(crate::meta::FILE_NAME).display()))?;
     let artifacts_dir = args
         .output
         .clone()
@@ -160,41 +229,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     }
     writable_dir(&artifacts_dir)?;
     let artifacts_dir = artifacts_dir.canonicalize()?;
-    let scratch = config.state.runtime_dir.join("runs").join(&target.run_id);
-    std::fs::create_dir_all(&scratch)
-        .with_context(|| format!("cannot create the run's scratch dir {}", scratch.display()))?;
     let domain = app_domain(&target.recipe, target.pr, &config.runner.domain);
-    // Which app this scratch dir belongs to, locked for as long as this process lives:
-    // a later run of the same app reaps the dir only if it can take that lock (the run
-    // died without cleaning up), never while this run waits for or holds the app.
-    let _alive = mark_scratch(&scratch, &domain).with_context(|| {
-        format!(
-            "cannot write to the run's scratch dir {}",
-            scratch.display()
-        )
-    })?;
-
-    let cancel = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&cancel))
-            .context("installing signal handlers")?;
-    }
-    let stop = Stop {
-        cancel,
-        deadline: Instant::now() + Duration::from_secs(config.runner.deadline_min * 60),
-    };
-    let secrets = redact::load_secret_dirs(&config.runner.secrets_dirs)?;
-    let log = std::fs::File::create(artifacts_dir.join("run.log"))
-        .with_context(|| format!("cannot create {}", artifacts_dir.join("run.log").display()))?;
-    let progress = Progress::stderr(true);
-    let exec = Executor::new(
-        stop,
-        log,
-        progress.clone(),
-        secrets,
-        redact::DEFAULT_MIN_LEN,
-    );
-
     let results_path = artifacts_dir.join("results.json");
     let mut results = Results::start(
         &target.run_id,
@@ -204,6 +239,22 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         target.pr,
         &domain,
     );
+    let opened = load_meta(&ci_dir).and_then(|meta| {
+        open_run(&config, &target.run_id, &domain, &artifacts_dir).map(|o| (meta, o))
+    });
+    let (meta, (scratch, _alive, exec, progress)) = match opened {
+        Ok(o) => o,
+        Err(err) => {
+            // The run dir exists: say there why the run could not start (the poller
+            // reports it), not only in the journal.
+            results.status = RunStatus::Error;
+            results.error = Some(format!("{err:#}"));
+            results.finished_at = Some(Utc::now());
+            let _ = results.write(&results_path);
+            return Err(err);
+        }
+    };
+
     exec.note(&format!(
         "cc-ci run {} of {} ({}) as {domain}",
         target.run_id, target.recipe, target.git_ref

@@ -166,9 +166,16 @@ fn secrets_in_hook_output_are_masked_everywhere() {
     let creds = setup.dir.path().join("creds");
     std::fs::create_dir_all(&creds).unwrap();
     std::fs::write(creds.join("gitea-token"), "tok-1234567890abcdef\n").unwrap();
+    // The poller's Gitea token, named only by [gitea] token_file, is masked too.
+    let poller_token = setup.dir.path().join("poller-token");
+    std::fs::write(&poller_token, "poller-tok-0987654321\n").unwrap();
     let config = std::fs::read_to_string(setup.config())
         .unwrap()
-        .replace("CREDS", creds.to_str().unwrap());
+        .replace("CREDS", creds.to_str().unwrap())
+        + &format!(
+            "\n[gitea]\nurl = \"http://127.0.0.1:9\"\ntoken_file = \"{}\"\nbot_user = \"cc-ci-bot\"\n",
+            poller_token.display()
+        );
     std::fs::write(setup.config(), config).unwrap();
     setup.write_hook(
         "hello",
@@ -180,9 +187,11 @@ echo "the admin password is $pw"
 half=$(printf %s "$pw" | cut -c1-10); rest=$(printf %s "$pw" | cut -c11-)
 printf 'split: %s' "$half"; sleep 0.3; printf '%s\n' "$rest"
 echo "token: $(cat CREDS_DIR/gitea-token)"
+echo "poller token: $(cat POLLER_TOKEN)"
 echo "$pw" > PLANTED
 "#
         .replace("CREDS_DIR", creds.to_str().unwrap())
+        .replace("POLLER_TOKEN", poller_token.to_str().unwrap())
         .replace(
             "PLANTED",
             setup.dir.path().join("planted-secret").to_str().unwrap(),
@@ -199,7 +208,9 @@ echo "$pw" > PLANTED
         log.contains("split: [MASKED]\n"),
         "a value split across two writes: {log}"
     );
+    assert!(log.contains("poller token: [MASKED]"), "{log}");
     assert!(!log.contains("tok-1234567890abcdef"));
+    assert!(!log.contains("poller-tok-0987654321"));
     assert_eq!(
         r["invariants"]["no_secret_leak"],
         true,
@@ -524,7 +535,8 @@ fn meta_typo_suggests_the_key() {
         "UPGRADE_BASE_VERSON = \"1.0.0+1.0\"\n",
     )
     .unwrap();
-    let out = setup.run(&["hello"]);
+    let output = tempfile::tempdir().unwrap();
+    let out = setup.run(&["hello", "--output", output.path().to_str().unwrap()]);
     assert_error(
         &out,
         &[
@@ -532,6 +544,19 @@ fn meta_typo_suggests_the_key() {
             "UPGRADE_BASE_VERSON",
             "did you mean `UPGRADE_BASE_VERSION`?",
         ],
+    );
+    // The run dir says why too (the poller reports it on the pull request).
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(output.path().join("results.json")).unwrap())
+            .unwrap();
+    assert_schema_valid(&results);
+    assert_eq!(results["status"], "error");
+    assert!(
+        results["error"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `UPGRADE_BASE_VERSION`?"),
+        "{results}"
     );
 }
 
