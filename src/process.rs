@@ -482,29 +482,32 @@ impl Write for SinkWriter {
     }
 }
 
+/// An executor for unit tests: `run.log` in `dir`, no progress, one secret
+/// (`supersecret-value`), ten minutes to the deadline.
+#[cfg(test)]
+pub fn test_executor(dir: &std::path::Path) -> Executor {
+    let stop = Stop {
+        cancel: Arc::new(AtomicBool::new(false)),
+        deadline: Instant::now() + Duration::from_secs(600),
+    };
+    let log = File::create(dir.join("run.log")).unwrap();
+    Executor::new(
+        stop,
+        log,
+        Progress::stderr(false),
+        vec![b"supersecret-value".to_vec()],
+        8,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn executor(dir: &std::path::Path) -> Executor {
-        let stop = Stop {
-            cancel: Arc::new(AtomicBool::new(false)),
-            deadline: Instant::now() + Duration::from_secs(600),
-        };
-        let log = File::create(dir.join("run.log")).unwrap();
-        Executor::new(
-            stop,
-            log,
-            Progress::stderr(false),
-            vec![b"supersecret-value".to_vec()],
-            8,
-        )
-    }
-
     #[test]
     fn output_is_masked_into_the_log_and_exit_codes_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let exec = executor(dir.path());
+        let exec = test_executor(dir.path());
         let out = exec
             .run(Cmd::new("sh").args(["-c", "echo value=supersecret-value; echo err >&2; exit 3"]))
             .unwrap();
@@ -518,7 +521,7 @@ mod tests {
     #[test]
     fn a_background_process_holding_the_pipes_does_not_hang_the_run() {
         let dir = tempfile::tempdir().unwrap();
-        let exec = executor(dir.path());
+        let exec = test_executor(dir.path());
         let start = Instant::now();
         let out = exec
             .run(Cmd::new("sh").args(["-c", "sleep 600 & echo started"]))
@@ -534,7 +537,7 @@ mod tests {
     #[test]
     fn per_command_timeout_stops_the_whole_group() {
         let dir = tempfile::tempdir().unwrap();
-        let exec = executor(dir.path());
+        let exec = test_executor(dir.path());
         let start = Instant::now();
         let out = exec
             .run(
@@ -550,7 +553,7 @@ mod tests {
     #[test]
     fn cancel_stops_the_child() {
         let dir = tempfile::tempdir().unwrap();
-        let exec = executor(dir.path());
+        let exec = test_executor(dir.path());
         let cancel = Arc::clone(&exec.stop.cancel);
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));

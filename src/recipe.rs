@@ -1,5 +1,6 @@
 //! The recipe under test: resolving its name or path, checking out refs, and finding
 //! release versions (git tags like `1.4.0+6.44.1-alpine`) and the upgrade base.
+use crate::process::{Cmd, Executor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -53,6 +54,8 @@ pub enum Error {
     },
     #[error("cannot run git: {0}; install git")]
     GitMissing(#[source] std::io::Error),
+    #[error("{0}; install git")]
+    GitRun(String),
     #[error("cannot create {0}: {1}")]
     Io(PathBuf, #[source] std::io::Error),
 }
@@ -126,6 +129,28 @@ pub fn git(dir: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Run a git command that talks to the recipe's remote (clone, fetch) in `dir`
+/// through the run's executor.
+fn git_remote(exec: &Executor, dir: &Path, args: &[&str]) -> Result<()> {
+    let out = exec
+        .run(
+            Cmd::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(args)
+                .env("GIT_TERMINAL_PROMPT", "0"),
+        )
+        .map_err(|e| Error::GitRun(e.to_string()))?;
+    if !out.exit.success() {
+        return Err(Error::Git {
+            args: format!("{} ({})", args.join(" "), out.exit),
+            dir: dir.to_owned(),
+            stderr: out.stderr.trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// A clone of the recipe for one run (`$ABRA_DIR/recipes/<recipe>`).
 #[derive(Debug, Clone)]
 pub struct Checkout {
@@ -136,7 +161,11 @@ pub struct Checkout {
 impl Checkout {
     /// Clone `source` (path or URL) into `dir`, fetching `fetch_ref` too when given
     /// (a PR head such as `refs/pull/7/head` is not among the cloned branches).
+    ///
+    /// Both may go over the network, so they run through the run's executor: logged,
+    /// masked, and stopped by a cancel or the run's deadline like any other child.
     pub fn clone(
+        exec: &Executor,
         recipe: &str,
         source: &str,
         dir: &Path,
@@ -144,7 +173,8 @@ impl Checkout {
     ) -> Result<Checkout> {
         let parent = dir.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(parent).map_err(|e| Error::Io(parent.to_owned(), e))?;
-        git(
+        git_remote(
+            exec,
             parent,
             &[
                 "clone",
@@ -161,7 +191,8 @@ impl Checkout {
         // A PR head (`refs/pull/7/head`) is not among the cloned branches: fetch it
         // into a private ref so its commits are present.
         if let Some(r) = fetch_ref.filter(|r| r.starts_with("refs/")) {
-            git(
+            git_remote(
+                exec,
                 dir,
                 &["fetch", "-q", "origin", &format!("+{r}:refs/ccci/fetched")],
             )?;
@@ -348,8 +379,14 @@ mod tests {
                 run(&["tag", "-a", tag, "-m", tag]);
             }
         }
-        let co =
-            Checkout::clone("r", &src.to_string_lossy(), &dir.path().join("co"), None).unwrap();
+        let co = Checkout::clone(
+            &crate::process::test_executor(dir.path()),
+            "r",
+            &src.to_string_lossy(),
+            &dir.path().join("co"),
+            None,
+        )
+        .unwrap();
         (dir, co)
     }
 

@@ -420,6 +420,7 @@ fn prepare(
 
     exec.progress().stage("checking out the recipe");
     let checkout = Checkout::clone(
+        exec,
         &target.recipe,
         &target.source,
         &scratch.join("abra").join("recipes").join(&target.recipe),

@@ -674,6 +674,89 @@ fn a_run_request_tests_the_commented_commit() {
     assert_nothing_left(&setup.stack("hello-pr3"));
 }
 
+/// A real fault on the way in: the recipe's git host accepts the connection and
+/// never answers. The clone runs under the run's executor, so a cancel stops it and
+/// the run records why, instead of hanging until someone kills the unit.
+#[test]
+fn a_hanging_clone_is_stopped_by_a_cancel_and_recorded() {
+    let setup = Setup::new("t-hang");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/recipe-maintainers/hello.git",
+        listener.local_addr().unwrap()
+    );
+    // Accept and hold connections open without a byte of answer.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let run_id = "20261125T000000Z-hang01";
+    let requests = setup.dir.path().join("state/requests");
+    std::fs::create_dir_all(&requests).unwrap();
+    let request = serde_json::json!({
+        "run_id": run_id, "repo": "recipe-maintainers/hello", "recipe": "hello", "pr": 4,
+        "sha": "0123456789012345678901234567890123456789", "ref": "refs/pull/4/head",
+        "clone_url": url, "comment_id": 43, "requested_by": "maintainer",
+        "requested_at": "2026-11-25T00:00:00Z"
+    });
+    std::fs::write(requests.join(format!("{run_id}.json")), request.to_string()).unwrap();
+    let mut child = setup
+        .command(&["--instance", run_id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(child.try_wait().unwrap().is_none(), "the clone hangs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = RunOutput::from(child.wait_with_output().unwrap());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopped promptly"
+    );
+    assert_eq!(out.code, Some(1), "{}", out.describe());
+    let results: Value = serde_json::from_slice(
+        &std::fs::read(
+            setup
+                .dir
+                .path()
+                .join("state/runs")
+                .join(run_id)
+                .join("results.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(results["status"], "error", "{results}");
+    assert_eq!(results["cause"], "cancelled", "{results}");
+    let log = std::fs::read_to_string(
+        setup
+            .dir
+            .path()
+            .join("state/runs")
+            .join(run_id)
+            .join("run.log"),
+    )
+    .unwrap();
+    assert!(log.contains("git -C"), "the clone is in run.log: {log}");
+    assert!(
+        std::process::Command::new("pgrep")
+            .args(["-f", &url])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty(),
+        "no git left behind"
+    );
+}
+
 #[test]
 fn inactive_swarm_is_named_with_the_fix() {
     let setup = Setup::new("t-bad11");
