@@ -24,15 +24,39 @@ ccci_install_packages() {
   fi
 }
 
-# cargo: the machine's rustup toolchain, or Debian's.
+# cargo and rustc at least Cargo.toml's rust-version: the machine's rustup toolchain,
+# else Debian's cargo if new enough, else a stable toolchain through rustup (Debian's
+# `rustup` package where there is one).
 ccci_ensure_cargo() {
   [ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
-  if ! command -v cargo >/dev/null; then
+  local need
+  need=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+  if ! ccci_rust_is_new_enough "$need" && ! command -v rustup >/dev/null; then
     ccci_log "installing Debian's cargo"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cargo >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cargo >/dev/null 2>&1 || true
+    if ! ccci_rust_is_new_enough "$need" && apt-cache show rustup >/dev/null 2>&1; then
+      ccci_log "Debian's Rust is older than $need: installing Debian's rustup"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustup >/dev/null
+    fi
   fi
-  command -v cargo >/dev/null || ccci_die "no cargo: install a Rust toolchain (1.89 or newer)"
+  if ! ccci_rust_is_new_enough "$need" && command -v rustup >/dev/null; then
+    ccci_log "installing a stable Rust toolchain with rustup (needs $need or newer)"
+    rustup toolchain install stable --profile minimal --component clippy >/dev/null
+    rustup default stable >/dev/null
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  ccci_rust_is_new_enough "$need" || ccci_die "cc-ci needs Rust $need or newer \
+(found: $(rustc --version 2>/dev/null || echo none)); install rustup and run \
+\`rustup default stable\`, then try again"
+}
+
+# Whether cargo is on PATH and rustc is at least version $1 (x.y).
+ccci_rust_is_new_enough() {
+  command -v cargo >/dev/null && command -v rustc >/dev/null || return 1
+  local have
+  have=$(rustc --version | sed -n 's/^rustc \([0-9]*\.[0-9]*\).*/\1/p')
+  [ -n "$have" ] && [ "$(printf '%s\n%s\n' "$1" "$have" | sort -V | head -n1)" = "$1" ]
 }
 
 # A running Docker engine with an active single-node swarm.
