@@ -61,6 +61,17 @@ fn target(args: &RunArgs, config: &Config) -> anyhow::Result<Target> {
             pr: req.pr,
         });
     }
+    if let Some(name) = args.instance.as_deref().filter(|n| n.contains('/')) {
+        // `systemctl start cc-ci-runner@no-backup` reaches us as `no/backup`: %I
+        // unescapes '-' to '/'.
+        bail!(
+            "instance {name:?} is neither a run request in {} nor a recipe name: systemd \
+             turns '-' in an instance name into '/'; start the unit as \
+             cc-ci-runner@$(systemd-escape {}).service",
+            config.state.dir.join("requests").display(),
+            name.replace('/', "-")
+        );
+    }
     let arg = args
         .recipe
         .as_deref()

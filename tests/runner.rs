@@ -466,6 +466,9 @@ fn recipe_names_with_path_tricks_are_refused() {
         let out = setup.run(&[name]);
         assert_error(&out, &["is not valid", "no path separators"]);
     }
+    // `systemctl start cc-ci-runner@no-backup`: %I hands over `no/backup`.
+    let out = setup.run(&["--instance", "no/backup"]);
+    assert_error(&out, &["systemd-escape no-backup"]);
 }
 
 #[test]
