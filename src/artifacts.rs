@@ -20,6 +20,11 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 use crate::ladder::TestCaseResult;
+use crate::text;
+
+/// How much of a failure message (often a child's stderr) a report shows; run.log
+/// has all of it.
+const MESSAGE_MAX: usize = 500;
 use crate::redact::Masker;
 use crate::results::{Results, RunStatus, TierStatus};
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
@@ -39,7 +44,7 @@ pub fn junit(results: &Results, tests: &[TestCaseResult]) -> String {
             TierStatus::Failed => TestCaseStatus::non_success(NonSuccessKind::Failure),
             _ => TestCaseStatus::skipped(),
         };
-        let mut message = tier.reason.clone().unwrap_or_default();
+        let mut message = text::plain_line(tier.reason.as_deref().unwrap_or(""), MESSAGE_MAX);
         if let Some(cause) = tier.cause {
             message = format!("[{}] {message}", cause.as_str());
             status.set_type(cause.as_str());
@@ -67,9 +72,9 @@ pub fn junit(results: &Results, tests: &[TestCaseResult]) -> String {
                 TestCaseStatus::non_success(NonSuccessKind::Failure)
             };
             if !t.message.is_empty() {
-                status.set_message(t.message.clone());
+                status.set_message(text::plain_line(&t.message, MESSAGE_MAX));
             }
-            let mut case = TestCase::new(t.name.clone(), status);
+            let mut case = TestCase::new(text::plain_line(&t.name, 200), status);
             case.set_classname(format!("{}.custom", results.recipe));
             case.set_timestamp(t.started_at);
             case.set_time(t.duration);
@@ -145,7 +150,10 @@ pub fn report(results: &Results) -> String {
         results.recipe, short, results.level
     );
     if let Some(err) = &results.error {
-        md.push_str(&format!("**The run could not be carried out:** {err}\n\n"));
+        md.push_str(&format!(
+            "**The run could not be carried out:** {}\n\n",
+            text::md_code(err, MESSAGE_MAX)
+        ));
     }
     md.push_str("| tier | status | duration | cause | detail |\n|---|---|---|---|---|\n");
     for t in &results.tiers {
@@ -157,11 +165,7 @@ pub fn report(results: &Results) -> String {
                 .map(|d| format!("{d:.1} s"))
                 .unwrap_or_default(),
             t.cause.map(|c| c.as_str()).unwrap_or(""),
-            t.reason
-                .as_deref()
-                .unwrap_or("")
-                .replace('|', "\\|")
-                .replace('\n', " "),
+            text::md_code(t.reason.as_deref().unwrap_or(""), MESSAGE_MAX),
         ));
     }
     let inv = &results.invariants;
@@ -224,4 +228,55 @@ pub fn scan_for_secrets(dir: &Path, masker: &Masker) -> Vec<PathBuf> {
     }
     hits.sort();
     hits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::{Cause, TierResult};
+
+    /// A failure message from a hostile or merely colourful child: terminal escapes, a
+    /// control byte XML forbids, Markdown that would load an image or link elsewhere,
+    /// a mention, HTML, a table pipe and a line break.
+    const HOSTILE: &str = "\x1b[31mdeploy failed\x1b[0m\x0b ![x](http://tracker.example.org/p.png) \
+        [click](http://phish.example.org) @admins <img src=x> a|b\nnext line";
+
+    fn failed_run() -> Results {
+        let mut r = Results::start("r1", "hello", "main", Some("abc"), None, "h.example.org");
+        r.status = RunStatus::Completed;
+        r.error = Some(HOSTILE.into());
+        r.tiers = vec![TierResult {
+            name: "install".into(),
+            status: TierStatus::Failed,
+            started_at: None,
+            duration_s: Some(1.0),
+            cause: Some(Cause::Recipe),
+            reason: Some(HOSTILE.into()),
+        }];
+        r
+    }
+
+    #[test]
+    fn child_text_in_report_md_is_shown_not_rendered() {
+        let md = report(&failed_run());
+        let row = md.lines().find(|l| l.starts_with("| install")).unwrap();
+        // One table row of five cells: the pipe inside is escaped.
+        assert_eq!(row.matches(" | ").count() + 2, 6, "{row}");
+        assert!(
+            row.contains("`deploy failed ![x](http://tracker.example.org/p.png) [click](http://phish.example.org) @admins <img src=x> a\\|b next line`"),
+            "{row}"
+        );
+        assert!(!md.contains('\x1b') && !md.contains('\x0b'));
+        assert!(md.contains("**The run could not be carried out:** `deploy failed"));
+    }
+
+    #[test]
+    fn child_text_in_junit_is_valid_xml() {
+        let xml = junit(&failed_run(), &[]);
+        assert!(
+            !xml.chars().any(|c| c.is_control() && !"\t\n\r".contains(c)),
+            "{xml:?}"
+        );
+        assert!(xml.contains("deploy failed"), "{xml}");
+    }
 }

@@ -19,3 +19,4 @@ pub mod run;
 pub mod runid;
 pub mod strict;
 pub mod swarm;
+pub mod text;

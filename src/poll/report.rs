@@ -42,7 +42,7 @@ pub enum View<'a> {
 pub fn commit_status(view: &View) -> (&'static str, String) {
     match view {
         View::Starting => ("pending", "run requested, waiting for the runner".into()),
-        View::Lost(why) => ("error", truncate(why, 120)),
+        View::Lost(why) => ("error", crate::text::plain_line(why, 120)),
         View::Results(r) => {
             let level = format!("level {}/5", r.level);
             if !r.finished() {
@@ -128,7 +128,7 @@ pub fn comment_body(
                         body.push_str(&format!("| {} | {} | {} |\n", t.name, status, time));
                     }
                     if let Some(e) = &r.error {
-                        body.push_str(&format!("\nerror: {}\n", truncate(e, 500)));
+                        body.push_str(&format!("\nerror: {}\n", crate::text::md_code(e, 500)));
                     }
                 }
             }
@@ -163,17 +163,6 @@ fn fill_links(md: &str, run_url: Option<&str>) -> String {
             .collect::<Vec<_>>()
             .join("\n"),
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]
