@@ -1459,7 +1459,27 @@ fn example_config_loads_with_every_section() {
     assert_eq!(g.url, "https://git.example.org");
     assert_eq!(c.trigger.org.as_deref(), Some("coop-cloud"));
     assert_eq!(c.repos.len(), 2);
-    assert!(c.webhook.is_some());
+    assert!(c.webhook.is_none(), "off in the example: the shipped unit has no secret");
+    // Its commented [webhook] section is valid once uncommented.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let on: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if ["[webhook]", "secret_file", "listen", "max_body_bytes"]
+                    .iter()
+                    .any(|k| rest.starts_with(k)) =>
+            {
+                rest
+            }
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cc-ci.toml"), on).unwrap();
+    let w = Config::load(&dir.path().join("cc-ci.toml")).unwrap().webhook.unwrap();
+    assert_eq!(w.listen.as_deref(), Some("127.0.0.1:8089"));
     assert_eq!(c.launch.kind, ccci::config::LaunchKind::Systemd);
     assert_eq!(
         c.report.base_url.as_deref(),
