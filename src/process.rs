@@ -161,6 +161,38 @@ pub enum Error {
 pub struct Sink {
     log: File,
     progress: Progress,
+    /// Children's output bytes written to run.log so far.
+    child_bytes: u64,
+    /// Beyond this, children's output is dropped (counted, not stored): a child that
+    /// floods its output must not fill the disk or the journal. The runner's own notes
+    /// are always written.
+    child_limit: u64,
+    dropped: u64,
+}
+
+/// The default cap on children's output in one run.log.
+pub const LOG_LIMIT: u64 = 128 * 1024 * 1024;
+
+impl Sink {
+    /// Take `n` bytes of child output: how many of them may be stored. Says once in
+    /// run.log when the cap is reached.
+    fn admit(&mut self, n: usize) -> usize {
+        let room = self.child_limit.saturating_sub(self.child_bytes);
+        let taken = (n as u64).min(room);
+        self.child_bytes += taken;
+        if taken < n as u64 {
+            if self.dropped == 0 {
+                let _ = write!(
+                    self.log,
+                    "\n[cc-ci: children's output reached run.log's limit of {} bytes; the rest \
+                     is dropped, the runner's own notes go on]\n",
+                    self.child_limit
+                );
+            }
+            self.dropped += n as u64 - taken;
+        }
+        taken as usize
+    }
 }
 
 /// Time accounting for the overhead benchmark.
@@ -198,7 +230,13 @@ impl Executor {
         Executor {
             stop,
             teardown: AtomicBool::new(false),
-            sink: Arc::new(Mutex::new(Sink { log, progress })),
+            sink: Arc::new(Mutex::new(Sink {
+                log,
+                progress,
+                child_bytes: 0,
+                child_limit: LOG_LIMIT,
+                dropped: 0,
+            })),
             masker: RwLock::new(masker),
             secrets: Mutex::new(secrets),
             min_len,
@@ -250,6 +288,16 @@ impl Executor {
 
     pub fn add_waiting(&self, d: Duration) {
         self.timing.lock().expect("timing lock").waiting += d;
+    }
+
+    /// Cap children's output in run.log at `bytes` (default [`LOG_LIMIT`]).
+    pub fn set_log_limit(&self, bytes: u64) {
+        self.sink.lock().expect("sink lock").child_limit = bytes;
+    }
+
+    /// Children's output bytes dropped at the cap.
+    pub fn log_dropped(&self) -> u64 {
+        self.sink.lock().expect("sink lock").dropped
     }
 
     /// Write a line of the runner's own to run.log (masked).
@@ -460,10 +508,12 @@ impl SinkWriter {
 
 impl Write for SinkWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let len = buf.len();
         if self.quiet {
-            return Ok(buf.len());
+            return Ok(len);
         }
         let mut sink = self.sink.lock().expect("sink lock");
+        let buf = &buf[..sink.admit(buf.len())];
         sink.log.write_all(buf)?;
         for &b in buf {
             if b == b'\n' || b == b'\r' {
@@ -475,7 +525,7 @@ impl Write for SinkWriter {
                 self.line.push(b);
             }
         }
-        Ok(buf.len())
+        Ok(len)
     }
     fn flush(&mut self) -> io::Result<()> {
         self.sink.lock().expect("sink lock").log.flush()
@@ -503,6 +553,27 @@ pub fn test_executor(dir: &std::path::Path) -> Executor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_output_is_capped_and_said_and_notes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = test_executor(dir.path());
+        exec.set_log_limit(100_000);
+        let out = exec
+            .run(Cmd::new("sh").args(["-c", "yes flood | head -c 5000000; echo done >&2"]))
+            .unwrap();
+        assert!(out.exit.success());
+        exec.note("after the flood");
+        let log = std::fs::read_to_string(dir.path().join("run.log")).unwrap();
+        assert!(log.len() < 101_000, "{}", log.len());
+        assert!(
+            log.contains("reached run.log's limit of 100000 bytes"),
+            "{log}"
+        );
+        assert!(log.ends_with("after the flood\n"));
+        assert_eq!(log.matches("limit of").count(), 1);
+        assert!(exec.log_dropped() >= 4_900_000 - 100_000);
+    }
 
     #[test]
     fn output_is_masked_into_the_log_and_exit_codes_kept() {
