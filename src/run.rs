@@ -383,11 +383,23 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     drop(lock);
     let _ = std::fs::remove_dir_all(&scratch);
 
-    artifacts::write_atomic(
+    let written = artifacts::write_atomic(
         &artifacts_dir.join("timing.json"),
         artifacts::timing(&timing, wall.elapsed()).as_bytes(),
-    )?;
-    write_final_artifacts(&exec, &mut results, &tests, &artifacts_dir, &results_path)?;
+    )
+    .context("writing timing.json")
+    .and_then(|()| {
+        write_final_artifacts(&exec, &mut results, &tests, &artifacts_dir, &results_path)
+    });
+    if let Err(err) = written {
+        // A full disk, most likely: results.json must not be left saying `running`.
+        progress.finish();
+        exec.note(&format!("error: {err:#}"));
+        results.status = RunStatus::Error;
+        results.error = Some(format!("the run's artifacts could not be written: {err:#}"));
+        let _ = results.write(&results_path);
+        return Err(err);
+    }
     progress.finish();
     print_summary(&results, &results_path);
     Ok(crate::cli::EXIT_OK)
