@@ -842,6 +842,89 @@ fn launch_that_keeps_failing_is_retried_then_reported_as_error() {
     assert_eq!(s.requests().len(), 1);
 }
 
+// ---------------------------------------------------------------- journal
+
+/// A journald to log to: the host's, or, where systemd is not PID 1 (CI), a real
+/// `systemd-journald` started for the test; it runs standalone.
+fn journald() -> Option<std::process::Child> {
+    let socket = Path::new("/run/systemd/journal/socket");
+    let up = || {
+        std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.connect(socket))
+            .is_ok()
+    };
+    if up() {
+        return None;
+    }
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let child = Command::new("/lib/systemd/systemd-journald")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("systemd-journald (Debian package systemd; scripts/test installs it)");
+    assert!(
+        wait_for(up, Duration::from_secs(10)),
+        "journald did not start"
+    );
+    Some(child)
+}
+
+/// The journal entries whose field `key` is `value`, as JSON objects.
+fn journal_entries(key: &str, value: &str) -> Vec<serde_json::Value> {
+    let out = Command::new("journalctl")
+        .args(["--no-pager", "-o", "json", &format!("{key}={value}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn under_systemd_the_journal_gets_repo_pr_comment_and_run_id_fields() {
+    let journald = journald();
+    let repo = "o/journal";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 7, SHA);
+    let id = s.gitea.comment(repo, 7, "alice", "!testme");
+    // As under systemd: JOURNAL_STREAM says stderr is the journal's.
+    let out = s
+        .bin()
+        .arg("--once")
+        .env("JOURNAL_STREAM", "8:1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "logs go to the journal, not stderr");
+    let run_id = s.requests()[0].run_id.clone();
+    let mut entries = Vec::new();
+    wait_for(
+        || {
+            entries = journal_entries("RUN_ID", &run_id);
+            entries.iter().any(|e| e["MESSAGE"] == "runner launched")
+        },
+        Duration::from_secs(10),
+    );
+    let launched = entries
+        .iter()
+        .find(|e| e["MESSAGE"] == "runner launched")
+        .unwrap_or_else(|| panic!("no 'runner launched' entry with RUN_ID={run_id}: {entries:?}"));
+    assert_eq!(launched["REPO"], repo, "{launched}");
+    assert_eq!(launched["PR"], "7", "{launched}");
+    assert_eq!(launched["COMMENT_ID"], id.to_string(), "{launched}");
+    // tracing-journald maps INFO to 5 (notice), WARN to 4, ERROR to 3.
+    assert_eq!(launched["PRIORITY"], "5", "{launched}");
+    if let Some(mut j) = journald {
+        let _ = j.kill();
+        let _ = j.wait();
+    }
+}
+
 // ---------------------------------------------------------------- launch
 
 #[test]
@@ -1459,7 +1542,10 @@ fn example_config_loads_with_every_section() {
     assert_eq!(g.url, "https://git.example.org");
     assert_eq!(c.trigger.org.as_deref(), Some("coop-cloud"));
     assert_eq!(c.repos.len(), 2);
-    assert!(c.webhook.is_none(), "off in the example: the shipped unit has no secret");
+    assert!(
+        c.webhook.is_none(),
+        "off in the example: the shipped unit has no secret"
+    );
     // Its commented [webhook] section is valid once uncommented.
     let text = std::fs::read_to_string(&path).unwrap();
     let on: String = text
@@ -1478,7 +1564,10 @@ fn example_config_loads_with_every_section() {
         .join("\n");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cc-ci.toml"), on).unwrap();
-    let w = Config::load(&dir.path().join("cc-ci.toml")).unwrap().webhook.unwrap();
+    let w = Config::load(&dir.path().join("cc-ci.toml"))
+        .unwrap()
+        .webhook
+        .unwrap();
     assert_eq!(w.listen.as_deref(), Some("127.0.0.1:8089"));
     assert_eq!(c.launch.kind, ccci::config::LaunchKind::Systemd);
     assert_eq!(
