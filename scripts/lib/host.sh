@@ -59,12 +59,37 @@ ccci_rust_is_new_enough() {
   [ -n "$have" ] && [ "$(printf '%s\n%s\n' "$1" "$have" | sort -V | head -n1)" = "$1" ]
 }
 
+# dockerd refuses to start while /var/run/docker.pid names a live process, and waits
+# for the containerd it managed if /var/run/docker/containerd/containerd.pid names
+# one. After a dockerd was killed (SIGKILL leaves both files), wait for each to be
+# gone; a zombie still counts as live to dockerd, so its file is removed.
+ccci_clear_stale_docker_pid() {
+  ccci_clear_stale_pid /var/run/docker.pid
+  ccci_clear_stale_pid /var/run/docker/containerd/containerd.pid
+}
+
+# Remove pid file $1 unless it names a live (non-zombie) process, waiting up to 20 s
+# for a dying one.
+ccci_clear_stale_pid() {
+  local pidfile=$1 pid state
+  [ -f "$pidfile" ] || return 0
+  pid=$(cat "$pidfile" 2>/dev/null)
+  for _ in $(seq 1 40); do
+    state=$(ps -o stat= -p "$pid" 2>/dev/null || true)
+    case $state in
+      "" | Z*) rm -f "$pidfile"; return 0 ;;
+    esac
+    sleep 0.5
+  done
+}
+
 # A running Docker engine with an active single-node swarm.
 ccci_ensure_swarm() {
   if ! docker info >/dev/null 2>&1; then
     if [ -d /run/systemd/system ] && systemctl start docker 2>/dev/null; then
       :
     else
+      ccci_clear_stale_docker_pid
       ccci_log "starting dockerd (log: /var/log/cc-ci-dockerd.log)"
       nohup dockerd >/var/log/cc-ci-dockerd.log 2>&1 &
     fi
