@@ -1266,15 +1266,21 @@ fn free_port() -> u16 {
 }
 
 fn post(port: u16, event: &str, signature: Option<&str>, body: &str) -> u16 {
+    let header = signature
+        .map(|sig| format!("X-Gitea-Signature: {sig}\r\n"))
+        .unwrap_or_default();
+    post_with(port, event, &header, body)
+}
+
+/// POST a webhook with `headers` (whole `Name: value\r\n` lines) added.
+fn post_with(port: u16, event: &str, headers: &str, body: &str) -> u16 {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut req = format!(
         "POST /hook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Gitea-Event: {event}\r\nX-Gitea-Event-Type: pull_request_comment\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if let Some(sig) = signature {
-        req.push_str(&format!("X-Gitea-Signature: {sig}\r\n"));
-    }
+    req.push_str(headers);
     req.push_str("\r\n");
     req.push_str(body);
     s.write_all(req.as_bytes()).unwrap();
@@ -1367,6 +1373,19 @@ fn webhook_checks_signature_and_shares_dedupe_with_poll() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(s.requests().len(), 1);
 
+    // Only the GitHub-style header (a proxy kept just that one): checked the same way.
+    let id2 = s.gitea.comment(repo, 7, "alice", "!testme");
+    let payload2 = payload.replace(&format!("\"id\":{id}"), &format!("\"id\":{id2}"));
+    assert_ne!(payload2, payload);
+    let bad_hub = format!("X-Hub-Signature-256: sha256={}\r\n", "0".repeat(64));
+    assert_eq!(post_with(port, "issue_comment", &bad_hub, &payload2), 401);
+    let hub = format!(
+        "X-Hub-Signature-256: sha256={}\r\n",
+        sign("hook-secret-value", &payload2)
+    );
+    assert_eq!(post_with(port, "issue_comment", &hub, &payload2), 202);
+    assert!(wait_for(|| s.requests().len() == 2, Duration::from_secs(5)));
+
     // Stop cleanly on SIGTERM.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -1379,10 +1398,10 @@ fn webhook_checks_signature_and_shares_dedupe_with_poll() {
     assert!(t.elapsed() < Duration::from_secs(3));
     assert!(notify.wait_for("STOPPING=1", Duration::from_secs(1)));
 
-    // The poll sees the same comment later: still one run.
+    // The poll sees the same comments later: still one run each.
     s.poller().cycle();
-    assert_eq!(s.requests().len(), 1);
-    assert_eq!(s.launched(1).len(), 1);
+    assert_eq!(s.requests().len(), 2);
+    assert_eq!(s.launched(2).len(), 2);
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(

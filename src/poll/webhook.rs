@@ -119,7 +119,11 @@ fn serve(
     }
     let mut body = vec![0; len];
     reader.read_exact(&mut body)?;
-    let signature = header("x-gitea-signature").unwrap_or("");
+    // Gitea signs with both headers (the same HMAC-SHA256 of the body); a proxy or
+    // another forge in between may keep only the GitHub-style one.
+    let signature = header("x-gitea-signature")
+        .or_else(|| header("x-hub-signature-256").and_then(|v| v.strip_prefix("sha256=")))
+        .unwrap_or("");
     if signature.is_empty() || !verify(secret, &body, signature) {
         tracing::warn!("webhook with a missing or bad signature: refused");
         return respond(&stream, 401, "Unauthorized", "bad signature\n");
