@@ -176,6 +176,8 @@ pub struct IssueHit {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusOption {
     pub state: String,
+    /// Left out when there is no run page (`report.base_url` unset).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub target_url: String,
     pub description: String,
     pub context: String,
