@@ -1277,7 +1277,7 @@ fn post_with(port: u16, event: &str, headers: &str, body: &str) -> u16 {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut req = format!(
-        "POST /hook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Gitea-Event: {event}\r\nX-Gitea-Event-Type: pull_request_comment\r\nContent-Length: {}\r\n",
+        "POST /hook HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nX-Gitea-Event: {event}\r\nX-Gitea-Event-Type: pull_request_comment\r\nContent-Length: {}\r\n",
         body.len()
     );
     req.push_str(headers);
@@ -1296,26 +1296,23 @@ fn sign(secret: &str, body: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-#[test]
-fn webhook_checks_signature_and_shares_dedupe_with_poll() {
-    let repo = "o/r";
+/// Start `cc-ci poll` (hourly cycles) with the webhook on a free loopback port, secret
+/// `hook-secret-value` and `extra` lines in `[webhook]`; returns once READY=1 is sent.
+fn start_webhook_poller(s: &Setup, extra: &str) -> (u16, std::process::Child, Notify) {
     let port = free_port();
-    let s0 = Setup::new(&[repo], "");
-    let secret_file = s0.dir.path().join("hook-secret");
+    let secret_file = s.dir.path().join("hook-secret");
     std::fs::write(&secret_file, "hook-secret-value\n").unwrap();
-    let s = s0;
     let text = std::fs::read_to_string(&s.config).unwrap();
     std::fs::write(
         &s.config,
         text.replace(
             "[report]",
-            &format!("[poll]\ninterval_s = 3600\n\n[webhook]\nlisten = \"127.0.0.1:{port}\"\nsecret_file = \"{}\"\n\n[report]", secret_file.display()),
+            &format!("[poll]\ninterval_s = 3600\n\n[webhook]\nlisten = \"127.0.0.1:{port}\"\nsecret_file = \"{}\"\n{extra}\n[report]", secret_file.display()),
         ),
     )
     .unwrap();
-    s.gitea.add_pull(repo, 7, SHA);
     let notify = Notify::new(s.dir.path());
-    let mut child = s
+    let child = s
         .bin()
         .env("NOTIFY_SOCKET", &notify.path)
         .stderr(Stdio::piped())
@@ -1325,6 +1322,61 @@ fn webhook_checks_signature_and_shares_dedupe_with_poll() {
         notify.wait_for("READY=1", Duration::from_secs(10)),
         "READY=1 sent"
     );
+    (port, child, notify)
+}
+
+#[test]
+fn webhook_http_faults_hold_nobody_and_start_nothing() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 7, SHA);
+    let (port, mut child, _notify) = start_webhook_poller(&s, "max_body_bytes = 2048\n");
+    use std::io::{Read, Write};
+    // A client that sends half a request line and then nothing.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.write_all(b"POST /hook HTT").unwrap();
+    // Others are answered meanwhile: a GET, a body over the limit.
+    let t = Instant::now();
+    let mut get = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    get.write_all(b"GET /hook HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    get.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    let big = "x".repeat(4096);
+    assert_eq!(
+        post(
+            port,
+            "issue_comment",
+            Some(&sign("hook-secret-value", &big)),
+            &big
+        ),
+        413
+    );
+    // A keep-alive client, as Gitea's: it reads the answer by its length.
+    let mut kept = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    kept.write_all(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        .unwrap();
+    let mut head = [0u8; 12];
+    kept.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 401");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(s.requests().is_empty());
+    drop(slow);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn webhook_checks_signature_and_shares_dedupe_with_poll() {
+    let repo = "o/r";
+    let s = Setup::new(&[repo], "");
+    s.gitea.add_pull(repo, 7, SHA);
+    let (port, mut child, notify) = start_webhook_poller(&s, "");
 
     // The comment appears in Gitea only now, after the first (hourly) cycle.
     assert!(wait_for(

@@ -5,10 +5,9 @@
 //! poll loop, which runs them through the same authorization and dedupe as polled
 //! comments. The bot never registers webhooks itself: an operator adds one in Gitea.
 use hmac::{Hmac, Mac};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpListener;
 use std::sync::mpsc::Sender;
-use std::time::Duration;
 
 /// A pull-request comment pushed by Gitea.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,93 +53,90 @@ pub fn listener(listen: Option<&str>) -> Result<TcpListener, Error> {
 }
 
 /// Serve webhooks on `listener` in a background thread, sending events to `tx`.
+/// HTTP is tiny_http's (a well-kept, small, synchronous server: connections are read
+/// on its own threads, so a slow client holds one of those, not the others); each
+/// request is then handled on a thread of its own.
 pub fn spawn(listener: TcpListener, secret: Vec<u8>, max_body: usize, tx: Sender<Event>) {
+    let server = match tiny_http::Server::from_listener(listener, None) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("webhook: cannot serve on the socket: {e}");
+            return;
+        }
+    };
+    let secret = std::sync::Arc::new(secret);
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            match stream {
-                Ok(s) => {
-                    let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                    if let Err(e) = serve(s, &secret, max_body, &tx) {
-                        tracing::warn!(peer = %peer, "webhook connection: {e}");
-                    }
+        for request in server.incoming_requests() {
+            let (secret, tx) = (std::sync::Arc::clone(&secret), tx.clone());
+            std::thread::spawn(move || {
+                let peer = request
+                    .remote_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                if let Err(e) = serve(request, &secret, max_body, &tx) {
+                    tracing::warn!(peer = %peer, "webhook connection: {e}");
                 }
-                Err(e) => tracing::warn!("webhook accept: {e}"),
-            }
+            });
         }
     });
 }
 
-fn respond(mut s: &TcpStream, code: u16, reason: &str, text: &str) -> std::io::Result<()> {
-    write!(
-        s,
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-        text.len()
-    )?;
-    s.flush()
+fn respond(request: tiny_http::Request, code: u16, text: &str) -> std::io::Result<()> {
+    request.respond(tiny_http::Response::from_string(text).with_status_code(code))
 }
 
 fn serve(
-    stream: TcpStream,
+    mut request: tiny_http::Request,
     secret: &[u8],
     max_body: usize,
     tx: &Sender<Event>,
 ) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(&stream);
-    let mut request_line = String::new();
-    reader.by_ref().take(8192).read_line(&mut request_line)?;
-    let mut headers: Vec<(String, String)> = Vec::new();
-    let mut header_bytes = 0;
-    loop {
-        let mut line = String::new();
-        let n = reader.by_ref().take(8192).read_line(&mut line)?;
-        header_bytes += n;
-        if n == 0 || line == "\r\n" || line == "\n" || header_bytes > 64 * 1024 {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
+    if *request.method() != tiny_http::Method::Post {
+        return respond(request, 405, "POST only\n");
+    }
+    if request.body_length().is_some_and(|n| n > max_body) {
+        return respond(request, 413, "body too large\n");
+    }
+    let mut body = Vec::new();
+    request
+        .as_reader()
+        .take(max_body as u64 + 1)
+        .read_to_end(&mut body)?;
+    if body.len() > max_body {
+        return respond(request, 413, "body too large\n");
     }
     let header = |name: &str| {
-        headers
+        request
+            .headers()
             .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str().trim().to_string())
     };
-    if !request_line.starts_with("POST ") {
-        return respond(&stream, 405, "Method Not Allowed", "POST only\n");
-    }
-    let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) else {
-        return respond(&stream, 411, "Length Required", "content-length required\n");
-    };
-    if len > max_body {
-        return respond(&stream, 413, "Payload Too Large", "body too large\n");
-    }
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body)?;
     // Gitea signs with both headers (the same HMAC-SHA256 of the body); a proxy or
     // another forge in between may keep only the GitHub-style one.
-    let signature = header("x-gitea-signature")
-        .or_else(|| header("x-hub-signature-256").and_then(|v| v.strip_prefix("sha256=")))
-        .unwrap_or("");
-    if signature.is_empty() || !verify(secret, &body, signature) {
+    let signature = header("X-Gitea-Signature")
+        .or_else(|| {
+            header("X-Hub-Signature-256")
+                .and_then(|v| v.strip_prefix("sha256=").map(str::to_string))
+        })
+        .unwrap_or_default();
+    if signature.is_empty() || !verify(secret, &body, &signature) {
         tracing::warn!("webhook with a missing or bad signature: refused");
-        return respond(&stream, 401, "Unauthorized", "bad signature\n");
+        return respond(request, 401, "bad signature\n");
     }
-    if header("x-gitea-event") != Some("issue_comment") {
-        return respond(&stream, 200, "OK", "ignored: not an issue_comment event\n");
+    if header("X-Gitea-Event").as_deref() != Some("issue_comment") {
+        return respond(request, 200, "ignored: not an issue_comment event\n");
     }
     match parse(&body) {
         Err(e) => {
             tracing::warn!("webhook payload is not a valid issue_comment event: {e}");
-            respond(&stream, 400, "Bad Request", "malformed payload\n")
+            respond(request, 400, "malformed payload\n")
         }
-        Ok(None) => respond(&stream, 200, "OK", "ignored\n"),
+        Ok(None) => respond(request, 200, "ignored\n"),
         Ok(Some(ev)) => {
             tracing::info!(repo = %ev.repo, pr = ev.pr, comment_id = ev.comment_id, "webhook: pull request comment");
             let _ = tx.send(ev);
-            respond(&stream, 202, "Accepted", "accepted\n")
+            respond(request, 202, "accepted\n")
         }
     }
 }
