@@ -1332,6 +1332,9 @@ fn webhook_http_faults_hold_nobody_and_start_nothing() {
     s.gitea.add_pull(repo, 7, SHA);
     let (port, mut child, _notify) = start_webhook_poller(&s, "max_body_bytes = 2048\n");
     use std::io::{Read, Write};
+    // Drain the poller's log: a full pipe would stall it.
+    let mut log = child.stderr.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
     // A client that sends half a request line and then nothing.
     let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     slow.write_all(b"POST /hook HTT").unwrap();
@@ -1361,6 +1364,28 @@ fn webhook_http_faults_hold_nobody_and_start_nothing() {
     kept.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 401");
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // Requests whose bodies never come hold at most 16 connections; then 503 (the
+    // poll still finds the comments), and once they go, requests are served again.
+    let stalled: Vec<_> = (0..16)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            c.write_all(b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n{")
+                .unwrap();
+            c
+        })
+        .collect();
+    assert!(
+        wait_for(
+            || post(port, "issue_comment", None, "{}") == 503,
+            Duration::from_secs(5)
+        ),
+        "the 17th waits for nobody"
+    );
+    drop(stalled);
+    assert!(wait_for(
+        || post(port, "issue_comment", None, "{}") == 401,
+        Duration::from_secs(5)
+    ));
     assert!(s.requests().is_empty());
     drop(slow);
     nix::sys::signal::kill(

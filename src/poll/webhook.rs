@@ -5,9 +5,12 @@
 //! poll loop, which runs them through the same authorization and dedupe as polled
 //! comments. The bot never registers webhooks itself: an operator adds one in Gitea.
 use hmac::{Hmac, Mac};
-use std::io::Read;
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
 
 /// A pull-request comment pushed by Gitea.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,91 +55,180 @@ pub fn listener(listen: Option<&str>) -> Result<TcpListener, Error> {
     Ok(unsafe { TcpListener::from_raw_fd(fd) })
 }
 
-/// Serve webhooks on `listener` in a background thread, sending events to `tx`.
-/// HTTP is tiny_http's (a well-kept, small, synchronous server: connections are read
-/// on its own threads, so a slow client holds one of those, not the others); each
-/// request is then handled on a thread of its own.
+/// Webhook connections served at once; more are answered 503 at once (the poll still
+/// finds their comments).
+const MAX_IN_FLIGHT: usize = 16;
+/// All the time one connection gets to send its request.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// The most a request line and headers may take.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Serve webhooks on `listener` in a background thread, sending events to `tx`. Each
+/// connection gets a thread of its own (at most [`MAX_IN_FLIGHT`]) and
+/// [`REQUEST_DEADLINE`] in all to send its request, so a client that stalls holds no
+/// one else up and nothing for long.
 pub fn spawn(listener: TcpListener, secret: Vec<u8>, max_body: usize, tx: Sender<Event>) {
-    let server = match tiny_http::Server::from_listener(listener, None) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("webhook: cannot serve on the socket: {e}");
-            return;
-        }
-    };
-    let secret = std::sync::Arc::new(secret);
+    let secret = Arc::new(secret);
+    let in_flight = Arc::new(AtomicUsize::new(0));
     std::thread::spawn(move || {
-        for request in server.incoming_requests() {
-            let (secret, tx) = (std::sync::Arc::clone(&secret), tx.clone());
+        for stream in listener.incoming() {
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("webhook accept: {e}");
+                    continue;
+                }
+            };
+            if in_flight.load(Ordering::SeqCst) >= MAX_IN_FLIGHT {
+                tracing::warn!("webhook: {MAX_IN_FLIGHT} connections in flight; answering 503");
+                // Answered off this thread: lingering takes up to a second.
+                std::thread::spawn(move || {
+                    let _ = respond(&stream, 503, "Service Unavailable", "busy\n");
+                    linger(&stream);
+                });
+                continue;
+            }
+            in_flight.fetch_add(1, Ordering::SeqCst);
+            let (secret, tx, in_flight) = (Arc::clone(&secret), tx.clone(), Arc::clone(&in_flight));
             std::thread::spawn(move || {
-                let peer = request
-                    .remote_addr()
+                let peer = stream
+                    .peer_addr()
                     .map(|a| a.to_string())
                     .unwrap_or_default();
-                if let Err(e) = serve(request, &secret, max_body, &tx) {
+                if let Err(e) = serve(&stream, &secret, max_body, &tx) {
                     tracing::warn!(peer = %peer, "webhook connection: {e}");
                 }
+                linger(&stream);
+                in_flight.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
 }
 
-fn respond(request: tiny_http::Request, code: u16, text: &str) -> std::io::Result<()> {
-    request.respond(tiny_http::Response::from_string(text).with_status_code(code))
+fn respond(mut s: &TcpStream, code: u16, reason: &str, text: &str) -> std::io::Result<()> {
+    write!(
+        s,
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    )?;
+    s.flush()
 }
 
+/// Close after answering, reading (briefly, and not much) what the client still
+/// sends: closing with unread input resets the connection, and the client could lose
+/// the answer (a 413 sent before the body was read).
+fn linger(stream: &TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut rest = stream.take(1024 * 1024);
+    let _ = std::io::copy(&mut rest, &mut std::io::sink());
+}
+
+/// Read from `stream` into `buf` with what is left of the connection's time.
+fn read_some(
+    mut stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> std::io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client took too long to send its request",
+        ));
+    }
+    stream.set_read_timeout(Some(left))?;
+    let mut chunk = [0u8; 8192];
+    let n = stream.read(&mut chunk)?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
+}
+
+/// One request: the head parsed by `httparse` (the parser hyper uses), the body read
+/// by its `Content-Length`, all within [`REQUEST_DEADLINE`].
 fn serve(
-    mut request: tiny_http::Request,
+    stream: &TcpStream,
     secret: &[u8],
     max_body: usize,
     tx: &Sender<Event>,
 ) -> std::io::Result<()> {
-    if *request.method() != tiny_http::Method::Post {
-        return respond(request, 405, "POST only\n");
-    }
-    if request.body_length().is_some_and(|n| n > max_body) {
-        return respond(request, 413, "body too large\n");
-    }
-    let mut body = Vec::new();
-    request
-        .as_reader()
-        .take(max_body as u64 + 1)
-        .read_to_end(&mut body)?;
-    if body.len() > max_body {
-        return respond(request, 413, "body too large\n");
-    }
-    let header = |name: &str| {
-        request
-            .headers()
-            .iter()
-            .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str().trim().to_string())
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut buf = Vec::new();
+    let (head_len, method, headers) = loop {
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut slots);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(n)) => {
+                let headers: Vec<(String, String)> = req
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        let value = String::from_utf8_lossy(h.value).trim().to_string();
+                        (h.name.to_ascii_lowercase(), value)
+                    })
+                    .collect();
+                break (n, req.method.unwrap_or("").to_string(), headers);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {
+                if read_some(stream, &mut buf, deadline)? == 0 {
+                    return Ok(()); // the client went away
+                }
+            }
+            Ok(httparse::Status::Partial) => {
+                return respond(
+                    stream,
+                    431,
+                    "Request Header Fields Too Large",
+                    "head too large\n",
+                );
+            }
+            Err(e) => return respond(stream, 400, "Bad Request", &format!("{e}\n")),
+        }
     };
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if method != "POST" {
+        return respond(stream, 405, "Method Not Allowed", "POST only\n");
+    }
+    let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) else {
+        return respond(stream, 411, "Length Required", "content-length required\n");
+    };
+    if len > max_body {
+        return respond(stream, 413, "Payload Too Large", "body too large\n");
+    }
+    let mut body = buf.split_off(head_len);
+    while body.len() < len {
+        if read_some(stream, &mut body, deadline)? == 0 {
+            return Ok(());
+        }
+    }
+    body.truncate(len);
     // Gitea signs with both headers (the same HMAC-SHA256 of the body); a proxy or
     // another forge in between may keep only the GitHub-style one.
-    let signature = header("X-Gitea-Signature")
-        .or_else(|| {
-            header("X-Hub-Signature-256")
-                .and_then(|v| v.strip_prefix("sha256=").map(str::to_string))
-        })
-        .unwrap_or_default();
-    if signature.is_empty() || !verify(secret, &body, &signature) {
+    let signature = header("x-gitea-signature")
+        .or_else(|| header("x-hub-signature-256").and_then(|v| v.strip_prefix("sha256=")))
+        .unwrap_or("");
+    if signature.is_empty() || !verify(secret, &body, signature) {
         tracing::warn!("webhook with a missing or bad signature: refused");
-        return respond(request, 401, "bad signature\n");
+        return respond(stream, 401, "Unauthorized", "bad signature\n");
     }
-    if header("X-Gitea-Event").as_deref() != Some("issue_comment") {
-        return respond(request, 200, "ignored: not an issue_comment event\n");
+    if header("x-gitea-event") != Some("issue_comment") {
+        return respond(stream, 200, "OK", "ignored: not an issue_comment event\n");
     }
     match parse(&body) {
         Err(e) => {
             tracing::warn!("webhook payload is not a valid issue_comment event: {e}");
-            respond(request, 400, "malformed payload\n")
+            respond(stream, 400, "Bad Request", "malformed payload\n")
         }
-        Ok(None) => respond(request, 200, "ignored\n"),
+        Ok(None) => respond(stream, 200, "OK", "ignored\n"),
         Ok(Some(ev)) => {
             tracing::info!(repo = %ev.repo, pr = ev.pr, comment_id = ev.comment_id, "webhook: pull request comment");
             let _ = tx.send(ev);
-            respond(request, 202, "accepted\n")
+            respond(stream, 202, "Accepted", "accepted\n")
         }
     }
 }
