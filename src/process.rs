@@ -291,11 +291,13 @@ impl Executor {
     }
 
     /// Cap children's output in run.log at `bytes` (default [`LOG_LIMIT`]).
+    #[cfg(test)]
     pub fn set_log_limit(&self, bytes: u64) {
         self.sink.lock().expect("sink lock").child_limit = bytes;
     }
 
     /// Children's output bytes dropped at the cap.
+    #[cfg(test)]
     pub fn log_dropped(&self) -> u64 {
         self.sink.lock().expect("sink lock").dropped
     }

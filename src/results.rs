@@ -192,6 +192,15 @@ impl Results {
         self.cause == Some(Cause::Cancelled)
     }
 
+    /// The run could not be carried out: say why, mark it finished and write it to
+    /// `path` as best it can (a full disk may refuse even that).
+    pub fn record_error(&mut self, message: String, path: &Path) {
+        self.status = RunStatus::Error;
+        self.error = Some(message);
+        self.finished_at.get_or_insert_with(Utc::now);
+        let _ = self.write(path);
+    }
+
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let mut json = serde_json::to_vec_pretty(self).expect("results serialise");
         json.push(b'\n');

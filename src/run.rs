@@ -258,10 +258,7 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         Err(err) => {
             // The run dir exists: say there why the run could not start (the poller
             // reports it), not only in the journal.
-            results.status = RunStatus::Error;
-            results.error = Some(format!("{err:#}"));
-            results.finished_at = Some(Utc::now());
-            let _ = results.write(&results_path);
+            results.record_error(format!("{err:#}"), &results_path);
             return Err(err);
         }
     };
@@ -287,13 +284,10 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         Err(err) => {
             progress.finish();
             exec.note(&format!("error: {err:#}"));
-            results.status = RunStatus::Error;
-            results.error = Some(format!("{err:#}"));
             // The message says what was wrong (bad input, no docker, lock timeout);
             // no tier ran, so no tier's cause applies, unless the run was stopped.
             results.cause = exec.stop.check().map(Cause::from);
-            results.finished_at = Some(Utc::now());
-            let _ = results.write(&results_path);
+            results.record_error(format!("{err:#}"), &results_path);
             let _ = std::fs::remove_dir_all(&scratch);
             return Err(err);
         }
@@ -395,9 +389,10 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
         // A full disk, most likely: results.json must not be left saying `running`.
         progress.finish();
         exec.note(&format!("error: {err:#}"));
-        results.status = RunStatus::Error;
-        results.error = Some(format!("the run's artifacts could not be written: {err:#}"));
-        let _ = results.write(&results_path);
+        results.record_error(
+            format!("the run's artifacts could not be written: {err:#}"),
+            &results_path,
+        );
         return Err(err);
     }
     progress.finish();
