@@ -1296,6 +1296,30 @@ fn sign(secret: &str, body: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Wait for the running poller's first cycle to list `repo`, then have alice comment
+/// `!testme` on PR 7 (so only a webhook can tell the poller before the next cycle).
+fn comment_after_first_cycle(s: &Setup, repo: &str) -> u64 {
+    assert!(wait_for(
+        || s.gitea.log().iter().any(|l| l.contains("/issues/comments")),
+        Duration::from_secs(5)
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    s.gitea.comment(repo, 7, "alice", "!testme")
+}
+
+/// Gitea's `issue_comment` payload for alice's `!testme` comment `id` on PR 7.
+fn testme_event(repo: &str, id: u64) -> String {
+    serde_json::json!({
+        "action": "created",
+        "issue": {"number": 7, "pull_request": {"merged": false}},
+        "comment": {"id": id, "body": "!testme", "user": {"login": "alice"}},
+        "repository": {"full_name": repo},
+        "sender": {"login": "alice"},
+        "is_pull": true
+    })
+    .to_string()
+}
+
 /// Start `cc-ci poll` (hourly cycles) with the webhook on a free loopback port, secret
 /// `hook-secret-value` and `extra` lines in `[webhook]`; returns once READY=1 is sent.
 fn start_webhook_poller(s: &Setup, extra: &str) -> (u16, std::process::Child, Notify) {
@@ -1404,21 +1428,8 @@ fn webhook_checks_signature_and_shares_dedupe_with_poll() {
     let (port, mut child, notify) = start_webhook_poller(&s, "");
 
     // The comment appears in Gitea only now, after the first (hourly) cycle.
-    assert!(wait_for(
-        || s.gitea.log().iter().any(|l| l.contains("/issues/comments")),
-        Duration::from_secs(5)
-    ));
-    std::thread::sleep(Duration::from_millis(200));
-    let id = s.gitea.comment(repo, 7, "alice", "!testme");
-    let payload = serde_json::json!({
-        "action": "created",
-        "issue": {"number": 7, "pull_request": {"merged": false}},
-        "comment": {"id": id, "body": "!testme", "user": {"login": "alice"}},
-        "repository": {"full_name": repo},
-        "sender": {"login": "alice"},
-        "is_pull": true
-    })
-    .to_string();
+    let id = comment_after_first_cycle(&s, repo);
+    let payload = testme_event(repo, id);
     assert_eq!(post(port, "issue_comment", None, &payload), 401);
     assert_eq!(
         post(
@@ -1452,7 +1463,7 @@ fn webhook_checks_signature_and_shares_dedupe_with_poll() {
 
     // Only the GitHub-style header (a proxy kept just that one): checked the same way.
     let id2 = s.gitea.comment(repo, 7, "alice", "!testme");
-    let payload2 = payload.replace(&format!("\"id\":{id}"), &format!("\"id\":{id2}"));
+    let payload2 = testme_event(repo, id2);
     assert_ne!(payload2, payload);
     let bad_hub = format!("X-Hub-Signature-256: sha256={}\r\n", "0".repeat(64));
     assert_eq!(post_with(port, "issue_comment", &bad_hub, &payload2), 401);
@@ -1565,20 +1576,8 @@ fn webhook_on_socket_passed_by_systemd() {
     }
     let mut child = cmd.spawn().unwrap();
     drop(listener);
-    assert!(wait_for(
-        || s.gitea.log().iter().any(|l| l.contains("/issues/comments")),
-        Duration::from_secs(5)
-    ));
-    std::thread::sleep(Duration::from_millis(200));
-    let id = s.gitea.comment(repo, 7, "alice", "!testme");
-    let payload = serde_json::json!({
-        "action": "created",
-        "issue": {"number": 7, "pull_request": {"merged": false}},
-        "comment": {"id": id, "body": "!testme", "user": {"login": "alice"}},
-        "repository": {"full_name": repo},
-        "is_pull": true
-    })
-    .to_string();
+    let id = comment_after_first_cycle(&s, repo);
+    let payload = testme_event(repo, id);
     assert_eq!(
         post(
             port,

@@ -112,6 +112,22 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// Page `page` (1-based) of `items` as Gitea cuts it: `limit` from the query (30 by
+/// default), capped at `MAX_RESPONSE_ITEMS`.
+fn one_page<T>(items: Vec<T>, req: &Request, page: usize, max_response_items: usize) -> Vec<T> {
+    let limit = req
+        .query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(30)
+        .clamp(1, max_response_items);
+    items
+        .into_iter()
+        .skip((page.max(1) - 1) * limit)
+        .take(limit)
+        .collect()
+}
+
 impl GiteaDouble {
     pub fn start(token: &str, bot: &str) -> GiteaDouble {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -514,22 +530,13 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
             // Gitea sorts search results by most recently updated.
             hits.sort_by(|a, b| b.cmp(a));
             let total = hits.len();
-            let limit = req
-                .query
-                .get("limit")
-                .and_then(|l| l.parse::<usize>().ok())
-                .unwrap_or(30)
-                .clamp(1, st.max_response_items);
             let page = req
                 .query
                 .get("page")
                 .and_then(|p| p.parse::<usize>().ok())
-                .unwrap_or(1)
-                .max(1);
-            let body: Vec<Value> = hits
+                .unwrap_or(1);
+            let body: Vec<Value> = one_page(hits, req, page, st.max_response_items)
                 .into_iter()
-                .skip((page - 1) * limit)
-                .take(limit)
                 .map(|(t, full, n)| {
                     let (owner, name) = full.split_once('/').unwrap();
                     json!({"id": n + 9000, "number": n, "title": "a change", "state": "open",
@@ -567,20 +574,7 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
                         match req.query.get("page").and_then(|p| p.parse::<usize>().ok()) {
                             // Up to v1.25: no page means everything.
                             None => matched,
-                            Some(page) => {
-                                let limit = req
-                                    .query
-                                    .get("limit")
-                                    .and_then(|l| l.parse::<usize>().ok())
-                                    .unwrap_or(30)
-                                    .clamp(1, st.max_response_items);
-                                let page = page.max(1);
-                                matched
-                                    .into_iter()
-                                    .skip((page - 1) * limit)
-                                    .take(limit)
-                                    .collect()
-                            }
+                            Some(page) => one_page(matched, req, page, st.max_response_items),
                         };
                     let body: Vec<Value> = page_items
                         .iter()
