@@ -20,18 +20,7 @@ ccci_ensure_swarm
 cargo build --release --quiet --bin cc-ci
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-bash examples/build.sh "$work/recipes" >/dev/null
-mkdir -p "$work/config"
-cp -r examples/ci/recipes "$work/config/recipes"
-cat > "$work/config/cc-ci.toml" <<TOML
-[runner]
-abra = "$PWD/tests/doubles/abra"
-recipes_dir = "$work/recipes"
-domain = "bench.localhost"
-[state]
-dir = "$work/state"
-runtime_dir = "$work/run"
-TOML
+ccci_example_setup "$work" bench.localhost "$PWD/tests/doubles/abra" "$work/run"
 printf '%-4s %8s %10s %9s %11s %10s %14s %6s\n' run wall_s commands_s waiting_s overhead_s overhead% overhead+wait% level
 for i in $(seq 1 "$n"); do
   out=$(target/release/cc-ci run hello --config "$work/config/cc-ci.toml" 2>/dev/null)

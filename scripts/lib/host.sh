@@ -101,3 +101,28 @@ ccci_ensure_swarm() {
     docker swarm init --advertise-addr 127.0.0.1 >/dev/null
   fi
 }
+
+# The examples, ready to run: the example recipes built as git repositories (and
+# their images) in $1/recipes, and a CI config $1/config/cc-ci.toml with the
+# examples' CI-side files (meta.toml, hooks, tests) beside it, for app domain $2 with
+# abra $3, state in $1/state and scratch dirs in $4; more [runner] lines in $5.
+ccci_example_setup() {
+  local work=$1 domain=$2 abra=$3 runtime=$4 runner_lines=${5:-}
+  local root
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  bash "$root/examples/build.sh" "$work/recipes" >/dev/null
+  mkdir -p "$work/config"
+  rm -rf "$work/config/recipes"
+  cp -r "$root/examples/ci/recipes" "$work/config/recipes"
+  cat > "$work/config/cc-ci.toml" <<TOML
+[runner]
+abra = "$abra"
+recipes_dir = "$work/recipes"
+domain = "$domain"
+$runner_lines
+
+[state]
+dir = "$work/state"
+runtime_dir = "$runtime"
+TOML
+}

@@ -19,21 +19,7 @@ trap 'rm -rf "$work"' EXIT
 fail() { echo "engine-dies: FAIL: $*" >&2; exit 1; }
 
 ccci_ensure_swarm
-bash "$here/examples/build.sh" "$work/recipes" >/dev/null
-mkdir -p "$work/config"
-# CI-side per-recipe settings sit beside the config file.
-cp -r "$here/examples/ci/recipes" "$work/config/recipes"
-cat > "$work/config/cc-ci.toml" <<TOML
-[runner]
-abra = "$here/tests/doubles/abra"
-recipes_dir = "$work/recipes"
-domain = "fault.localhost"
-deadline_min = 10
-
-[state]
-dir = "$work/state"
-runtime_dir = "$work/run"
-TOML
+ccci_example_setup "$work" fault.localhost "$here/tests/doubles/abra" "$work/run" "deadline_min = 10"
 stack=hello_fault_localhost
 
 # 1. Kill the engine once the install tier's stack is on the swarm.
