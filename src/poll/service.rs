@@ -383,9 +383,7 @@ impl Poller {
                 return Ok(triggers);
             }
             let updated = parse_time(&c.updated_at);
-            // A comment without a user (a server's ghost) cannot be authorized.
-            if !c.login().is_empty()
-                && !self.is_bot(c.login())
+            if self.may_trigger(c.login())
                 && self.ledger.handled(c.id).is_none()
                 && let Some(pr) = c.pr_index()
                 && trigger::is_trigger(&c.body, &self.config.trigger.command)
@@ -420,6 +418,13 @@ impl Poller {
             tracing::error!(repo = %repo.repo, "cannot save cursor: {e}");
         }
         Ok(triggers)
+    }
+
+    /// Whether a comment by `login` can start a run at all: never the bot's own, never
+    /// one without a user (a server's ghost cannot be authorized, and would hold the
+    /// cursor), whichever path (poll or webhook) brought it.
+    fn may_trigger(&self, login: &str) -> bool {
+        !login.is_empty() && !self.is_bot(login)
     }
 
     fn is_bot(&self, login: &str) -> bool {
@@ -465,7 +470,9 @@ impl Poller {
             tracing::info!(repo = %ev.repo, comment_id = ev.comment_id, "webhook: repo not enrolled, ignored");
             return;
         };
-        if self.is_bot(&ev.user) || !trigger::is_trigger(&ev.body, &self.config.trigger.command) {
+        if !self.may_trigger(&ev.user)
+            || !trigger::is_trigger(&ev.body, &self.config.trigger.command)
+        {
             return;
         }
         if self.ledger.handled(ev.comment_id).is_some() {
