@@ -88,6 +88,17 @@ host_rootfs() {
 CT_ARGS=()
 
 ct_dir() { echo "$HOST_WORK/ct/$1"; }
+
+# The cgroups container $1 lives in: on a hybrid hierarchy (these machines: v1
+# controllers, v2 in unified/, systemd's named v1 hierarchy) one in each of unified/
+# and systemd/; on a pure v2 host one at the top.
+ct_cgroups() {
+  if [ -d /sys/fs/cgroup/unified ]; then
+    echo "/sys/fs/cgroup/unified/nspawn-$1 /sys/fs/cgroup/systemd/nspawn-$1"
+  else
+    echo "/sys/fs/cgroup/nspawn-$1"
+  fi
+}
 ct_root() { echo "$HOST_WORK/ct/$1/root"; }
 ct_leader() { cat "$(ct_dir "$1")/leader"; }
 
@@ -106,13 +117,15 @@ ct_create() {
 # system running (or degraded: the failed units are listed).
 ct_boot() {
   local name=$1 d pid leader state cg t0
+  export CT_CGROUPS
+  CT_CGROUPS=$(ct_cgroups "$name")
   d=$(ct_dir "$name")
   [ -e "$d/root" ] || ct_create "$name"
   t0=$(date +%s%N)
-  for cg in unified systemd; do mkdir -p "/sys/fs/cgroup/$cg/nspawn-$name"; done
+  for cg in $(ct_cgroups "$name"); do mkdir -p "$cg"; done
   # setsid: the container is not in the tests' process group; the cgroup of its own
   # keeps it out of the root cgroup, which nspawn refuses.
-  setsid bash -c 'for h in unified systemd; do echo $$ > /sys/fs/cgroup/$h/nspawn-'"$name"'/cgroup.procs; done
+  setsid bash -c 'for cg in $CT_CGROUPS; do echo $$ > "$cg/cgroup.procs"; done
     exec systemd-nspawn -q -D "$0" -b --machine="$1" --register=no --keep-unit \
       --console=passive --bind=/var/run/docker.sock "${@:2}"' \
     "$d/root" "$name" "${CT_ARGS[@]}" </dev/null >>"$d/nspawn.log" 2>&1 &
@@ -184,9 +197,8 @@ ct_destroy() {
   d=$(ct_dir "$name")
   [ -d "$d" ] || return 0
   if ct_running "$name"; then ct_poweroff "$name" 30; fi
-  for cg in unified systemd; do
-    [ -d "/sys/fs/cgroup/$cg/nspawn-$name" ] &&
-      find "/sys/fs/cgroup/$cg/nspawn-$name" -depth -type d -exec rmdir {} + 2>/dev/null
+  for cg in $(ct_cgroups "$name"); do
+    [ ! -d "$cg" ] || find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
   mountpoint -q "$d/root" && umount "$d/root"
   rm -rf "$d"

@@ -207,6 +207,7 @@ UNIT
 runner_unit() { echo "cc-ci-runner@$(ct "$CT" systemd-escape "$1").service"; }
 
 unit_prop() { ct "$CT" systemctl show -p "$2" --value "$1"; }
+poller_status_says() { unit_prop cc-ci-poller.service StatusText | grep -q "$1"; }
 unit_state_is() { [ "$(unit_prop "$1" ActiveState)" = "$2" ]; }
 # Ran and ended: neither active nor on its way (inactive or failed).
 unit_ended() { case $(unit_prop "$1" ActiveState) in inactive | failed) true ;; *) false ;; esac; }
@@ -335,13 +336,15 @@ t_install() {
 t_runner() {
   CT=host-runner
   ct_installed "$CT"
-  local unit stack=hello_host_test t0 t1 statuses="" st janitor_rc="" janitor_log=""
+  local unit stack=hello_host_test t0 t1 statuses="" st status_shown="" janitor_rc="" janitor_log=""
   unit=$(runner_unit hello)
   t0=$(now_ms)
   ct "$CT" systemctl start "$unit"
   while [ "$(unit_prop "$unit" ActiveState)" = active ]; do
     st=$(unit_prop "$unit" StatusText)
     [ -z "$st" ] || grep -qxF -- "$st" <<<"$statuses" || statuses+="$st"$'\n'
+    # What the operator reads: the Status: line of `systemctl status`.
+    [ -n "$status_shown" ] || status_shown=$(ct "$CT" systemctl status --no-pager "$unit" | grep -E '^ *Status: "(install|upgrade|backup|restore|custom)' || true)
     if [ -z "$janitor_rc" ] && docker service ls -q --filter "label=com.docker.stack.namespace=$stack" | grep -q .; then
       # The janitor while this run holds its app: it must leave everything of it.
       janitor_log=$(ct "$CT" systemctl start cc-ci-janitor.service 2>&1) && janitor_rc=0 || janitor_rc=$?
@@ -371,6 +374,7 @@ t_runner() {
   # The stage, as `systemctl status` showed it (sd_notify STATUS=).
   grep -qE '^(install|upgrade|backup|restore|custom)\b' <<<"$statuses" ||
     fail "systemctl status never showed a tier (StatusText seen: $(echo $statuses))"
+  [ -n "$status_shown" ] || fail "systemctl status never had a Status: line naming a tier"
   [ "$janitor_rc" = 0 ] || fail "cc-ci-janitor.service failed during a live run ($janitor_rc): $janitor_log $(ct "$CT" journalctl -u cc-ci-janitor --no-pager -o cat | tail -n 5)"
 
   # The same run, directly.
@@ -438,6 +442,11 @@ t_poller() {
   [ "$(jq -r .http_status <<<"$answer")" -lt 300 ] || fail "the webhook answered $(jq -r .http_status <<<"$answer")"
   timing "webhook delivery -> pending (cold start)" "$(jq -r .elapsed_ms <<<"$answer") ms"
   [ "$(unit_prop cc-ci-poller.service ActiveState)" = active ] || fail "the socket did not start the poller"
+  # Active means READY=1 came (Type=notify); the watchdog is armed; the poller says
+  # how its cycles go.
+  [ "$(unit_prop cc-ci-poller.service Type) $(unit_prop cc-ci-poller.service WatchdogUSec)" = "notify 2min" ] ||
+    fail "poller: Type/WatchdogUSec $(unit_prop cc-ci-poller.service Type) $(unit_prop cc-ci-poller.service WatchdogUSec)"
+  wait_until 10 "the poller's status line" poller_status_says "last cycle"
 
   # 2. Polled comments: PR 2 (side by side with PR 1), PR 1 again (queues).
   sleep 1
