@@ -371,12 +371,6 @@ t_runner() {
   grep -q '"value": *"\[MASKED\]"\|\[MASKED\]' <<<"$journal" || fail "no masked app secret in the journal"
   timing "runner@hello under systemd (wall)" "$(((t1 - t0) / 1000)).$(((t1 - t0) % 1000 / 100)) s"
 
-  # The stage, as `systemctl status` showed it (sd_notify STATUS=).
-  grep -qE '^(install|upgrade|backup|restore|custom)\b' <<<"$statuses" ||
-    fail "systemctl status never showed a tier (StatusText seen: $(echo $statuses))"
-  [ -n "$status_shown" ] || fail "systemctl status never had a Status: line naming a tier"
-  [ "$janitor_rc" = 0 ] || fail "cc-ci-janitor.service failed during a live run ($janitor_rc): $janitor_log $(ct "$CT" journalctl -u cc-ci-janitor --no-pager -o cat | tail -n 5)"
-
   # The same run, directly.
   t0=$(now_ms)
   ct "$CT" cc-ci run hello --config /etc/cc-ci/cc-ci.toml > "$(ct_dir "$CT")/direct.log" 2>&1 ||
@@ -385,6 +379,12 @@ t_runner() {
   grep -q "^results: " "$(ct_dir "$CT")/direct.log" || fail "cc-ci run hello printed no results line"
   timing "cc-ci run hello directly (wall)" "$(((t1 - t0) / 1000)).$(((t1 - t0) % 1000 / 100)) s"
   assert_nothing_left "$stack"
+
+  # The stage, as `systemctl status` showed it (sd_notify STATUS=).
+  grep -qE '^(install|upgrade|backup|restore|custom)\b' <<<"$statuses" ||
+    fail "systemctl status never showed a tier (StatusText seen: $(echo $statuses))"
+  [ -n "$status_shown" ] || fail "systemctl status never had a Status: line naming a tier"
+  [ "$janitor_rc" = 0 ] || fail "cc-ci-janitor.service failed during a live run ($janitor_rc): $janitor_log $(ct "$CT" journalctl -u cc-ci-janitor --no-pager -o cat | tail -n 5)"
 }
 
 # `systemctl stop` in the middle of the upgrade tier: the runner tears down and records
