@@ -27,6 +27,8 @@ pub enum Command {
     Redact(RedactArgs),
     /// Watch enrolled Gitea repos for `!testme` comments, start runs, report back.
     Poll(PollArgs),
+    /// Remove what runs that are gone left: swarm objects, scratch dirs, stale locks.
+    Janitor(crate::janitor::JanitorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -85,8 +87,9 @@ pub struct PollArgs {
 /// Run the parsed command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Run(args) => crate::run::main(args),
+        Command::Run(args) => crate::runner::main(args),
         Command::Redact(args) => crate::redact::main(args),
         Command::Poll(args) => crate::poll::main(args),
+        Command::Janitor(args) => crate::janitor::main(args),
     }
 }
