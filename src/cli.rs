@@ -27,6 +27,8 @@ pub enum Command {
     Redact(RedactArgs),
     /// Watch enrolled Gitea repos for `!testme` comments, start runs, report back.
     Poll(PollArgs),
+    /// Check a config file and the recipe meta beside it; exit 1 naming the problem.
+    CheckConfig(CheckConfigArgs),
 }
 
 #[derive(Debug, Args)]
@@ -82,11 +84,23 @@ pub struct PollArgs {
     pub once: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// CI config file.
+    #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+}
+
 /// Run the parsed command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => crate::run::main(args),
         Command::Redact(args) => crate::redact::main(args),
         Command::Poll(args) => crate::poll::main(args),
+        Command::CheckConfig(args) => {
+            crate::config::check_file(&args.config)?;
+            println!("config OK: {}", args.config.display());
+            Ok(EXIT_OK)
+        }
     }
 }
