@@ -11,6 +11,8 @@
   modules ? [ ],
   withAbra ? true,
   repo ? ../../..,
+  # The unit files the drop-ins are checked against (a changed copy in the drift case).
+  unitsDir ? repo + "/units",
 }:
 let
   pkgs = import ./pkgs.nix { inherit lib withAbra; };
@@ -45,7 +47,7 @@ let
   units = import ./units.nix {
     inherit lib;
     config = forced;
-    unitsDir = repo + "/units";
+    inherit unitsDir;
   };
 
   cfg = forced.services.cc-ci;
@@ -57,10 +59,11 @@ in
   settingsJSON =
     let
       rendered = (pkgs.formats.toml { }).generate "cc-ci.toml" cfg.settings;
+      script = builtins.unsafeDiscardStringContext etcConfig.source.script;
     in
-    assert lib.assertMsg (lib.hasInfix "cc-ci check-config --config etc/cc-ci.toml" etcConfig.source.script)
+    assert lib.assertMsg (lib.hasInfix "cc-ci check-config --config etc/cc-ci.toml" script)
       "the module's /etc/cc-ci/cc-ci.toml is not checked by cc-ci check-config";
-    assert lib.assertMsg (lib.hasInfix "cp ${rendered} etc/cc-ci.toml" etcConfig.source.script)
+    assert lib.assertMsg (lib.hasInfix (builtins.unsafeDiscardStringContext "cp ${rendered} etc/cc-ci.toml") script)
       "the module's /etc/cc-ci/cc-ci.toml is not generated from services.cc-ci.settings";
     builtins.toJSON cfg.settings;
 

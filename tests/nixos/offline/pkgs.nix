@@ -1,41 +1,41 @@
 # Test double of the few parts of nixpkgs (pkgs) the module and the flake use,
 # for evaluating them where nixpkgs cannot be downloaded. Packages are inert
-# derivation-shaped attribute sets (nothing is built); `formats.toml` has the type
+# derivations that are never built; `formats.toml` has the type
 # of nixpkgs' pkgs/pkgs-lib/formats.nix, and the offline check renders the value
 # given to its `generate` with a TOML writer and hands it to
-# `cc-ci check-config`, as the real generator's output is on a Nix host. Output
-# paths hash what the output depends on, so two different values never share one.
+# `cc-ci check-config`, as the real generator's output is on a Nix host.
 {
   lib,
   withAbra ? true,
 }:
 let
-  # `key`: what the output depends on (as a store path's hash does).
+  # An inert derivation: a real one (its store paths hash everything it is made
+  # of, so two different values never share one), which is never built.
   drvWith =
-    key: name: extra:
-    let
-      self = {
-        type = "derivation";
+    name: env: extra:
+    derivation (
+      env
+      // {
         inherit name;
-        outPath = "/nix/store/${builtins.substring 0 32 (builtins.hashString "sha256" key)}-${name}";
-        drvPath = "/nix/store/${builtins.substring 0 32 (builtins.hashString "sha1" key)}-${name}.drv";
-        outputs = [ "out" ];
-        out = self;
-        outputName = "out";
-        meta.mainProgram = name;
-      } // extra;
-    in
-    self;
-  drv = name: drvWith name name;
+        system = "x86_64-linux";
+        builder = "/bin/sh";
+        args = [
+          "-c"
+          "echo this is a stand-in from cc-ci's tests/nixos/offline and is never built; exit 1"
+        ];
+      }
+    )
+    // extra;
+  drv = name: drvWith name { } { meta.mainProgram = name; };
 in
 {
   inherit lib;
   stdenv.hostPlatform.system = "x86_64-linux";
 
-  docker = drv "docker" { };
-  git = drv "git" { };
-  bash = drv "bash" { };
-  systemd = drv "systemd" { };
+  docker = drv "docker";
+  git = drv "git";
+  bash = drv "bash";
+  systemd = drv "systemd";
 
   formats.toml =
     { }:
@@ -58,14 +58,19 @@ in
             };
         in
         valueType;
-      generate = name: value: drvWith (name + builtins.toJSON value) name { };
+      generate =
+        name: value:
+        drvWith name {
+          value = builtins.toJSON value;
+          passAsFile = [ "value" ];
+        } { };
     };
 
   runCommand =
     name: env: script:
-    drvWith (name + builtins.toJSON env + script) name { inherit env script; };
+    drvWith name (env // { buildCommand = script; }) { inherit env script; };
 }
 // lib.optionalAttrs withAbra {
   # pkgs/by-name/ab/abra/package.nix (in nixpkgs since the abra package was added).
-  abra = drv "abra" { };
+  abra = drv "abra";
 }
