@@ -29,7 +29,10 @@ let
         pkgs.runCommand "${args.pname}-${args.version}" { } "" // { meta = args.meta; };
 
       testers.runNixOSTest =
-        test:
+        module:
+        let
+          test = if builtins.isFunction module then module { inherit pkgs lib; } else module;
+        in
         assert lib.assertMsg (test ? name && test ? nodes && test ? testScript) "a VM test needs name, nodes and testScript";
         pkgs.runCommand "vm-test-run-${test.name}" { } "";
 
