@@ -9,6 +9,7 @@
 //! Only apps cc-ci itself recorded (a run's results.json, lock or scratch dir) are
 //! considered: a stack deployed by hand on the same swarm is never touched. The
 //! decision table is in `docs/concurrency.md`.
+use crate::cli::JanitorArgs;
 use crate::config::Config;
 use crate::docker::{self, Docker};
 use crate::lock::{self, DomainLock, Probe};
@@ -22,16 +23,6 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-#[derive(Debug, clap::Args)]
-pub struct JanitorArgs {
-    /// CI config file.
-    #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
-    pub config: PathBuf,
-    /// Print what would be removed and why; remove nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-}
 
 /// What the janitor does about one thing.
 #[derive(Debug)]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod docker;
 pub mod janitor;
 pub mod lock;
+pub mod meta;
 pub mod poll;
 pub mod process;
 pub mod progress;

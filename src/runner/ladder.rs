@@ -666,9 +666,9 @@ mod tests {
     //! teardown. Milliseconds each; the swarm tests run the same code for real.
     use super::*;
     use crate::docker::Kind;
+    use crate::meta::RecipeMeta;
     use crate::process::Exit;
     use crate::runner::engine::scripted::{Failure, ScriptedEngine};
-    use crate::runner::meta::RecipeMeta;
     use Tier::*;
     use TierStatus::*;
     use std::sync::atomic::Ordering;

@@ -6,7 +6,6 @@ pub mod abra;
 pub mod artifacts;
 pub mod engine;
 pub mod ladder;
-pub mod meta;
 pub mod recipe;
 pub mod run;
 pub mod swarm;

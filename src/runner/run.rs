@@ -4,13 +4,13 @@
 //! CI meta, and how its children run (the executor with its deadline and secrets).
 use super::abra::Abra;
 use super::engine::Real;
-use super::meta::{self, RecipeMeta};
 use super::recipe::{self, Checkout};
 use super::swarm;
 use crate::cli::RunArgs;
 use crate::config::{self, Config};
 use crate::docker::{self, Docker};
 use crate::lock::{self, DomainLock};
+use crate::meta::{self, RecipeMeta};
 use crate::process::{Executor, Stop};
 use crate::progress::Progress;
 use crate::reap;
