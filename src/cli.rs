@@ -27,6 +27,10 @@ pub enum Command {
     Redact(RedactArgs),
     /// Watch enrolled Gitea repos for `!testme` comments, start runs, report back.
     Poll(PollArgs),
+    /// Remove what runs that are gone left: swarm objects, scratch dirs, stale locks.
+    Janitor(JanitorArgs),
+    /// Check a config file and the recipe meta beside it; exit 1 naming the problem.
+    CheckConfig(CheckConfigArgs),
 }
 
 #[derive(Debug, Args)]
@@ -82,11 +86,34 @@ pub struct PollArgs {
     pub once: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// CI config file.
+    #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct JanitorArgs {
+    /// CI config file.
+    #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Print what would be removed and why; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 /// Run the parsed command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Run(args) => crate::run::main(args),
+        Command::Run(args) => crate::runner::main(args),
         Command::Redact(args) => crate::redact::main(args),
         Command::Poll(args) => crate::poll::main(args),
+        Command::Janitor(args) => crate::janitor::main(args),
+        Command::CheckConfig(args) => {
+            crate::config::check_file(&args.config)?;
+            println!("config OK: {}", args.config.display());
+            Ok(EXIT_OK)
+        }
     }
 }

@@ -24,6 +24,8 @@ pub enum Error {
          or set {key} to an absolute path"
     )]
     NoCredentialsDirectory { key: &'static str, name: PathBuf },
+    #[error("cannot list the recipe CI files in {0}: {1}")]
+    ListRecipes(PathBuf, #[source] std::io::Error),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -408,6 +410,35 @@ impl Config {
     pub fn recipe_ci_dir(&self, recipe: &str) -> PathBuf {
         self.dir.join("recipes").join(recipe)
     }
+}
+
+/// `cc-ci check-config`: load the config at `path` with [`Config::load`] and every
+/// `recipes/<recipe>/meta.toml` beside it with the one meta loader, as a run would.
+/// The NixOS module runs this on the file it renders, so module and binary agree.
+pub fn check_file(path: &Path) -> Result<Config, Error> {
+    let config = Config::load(path)?;
+    let recipes = config.dir.join("recipes");
+    let entries = match std::fs::read_dir(&recipes) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(config),
+        Err(e) => return Err(Error::ListRecipes(recipes, e)),
+    };
+    let mut dirs = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::ListRecipes(recipes.clone(), e))?;
+        if entry.path().is_dir() {
+            dirs.push(entry.path());
+        }
+    }
+    dirs.sort();
+    for dir in dirs {
+        let meta = crate::meta::RecipeMeta::load(&dir)?;
+        meta.validate().map_err(|message| Error::Invalid {
+            path: dir.join(crate::meta::FILE_NAME),
+            message,
+        })?;
+    }
+    Ok(config)
 }
 
 #[cfg(test)]

@@ -1,22 +1,25 @@
 //! cc-ci: continuous integration for Co-op Cloud recipes.
 //!
-//! Each concept is one module; `main.rs` only parses and dispatches through [`cli`].
-pub mod abra;
-pub mod artifacts;
+//! Four rooms, each a module: the [`runner`] (one run of the level ladder), the
+//! [`poll`]er (Gitea triggers and reports), the [`redact`]or (secret masking) and the
+//! [`janitor`] (what dead runs left). What they share sits beside them: the config, the
+//! run's results, the engine seam ([`docker`]), locks, reaping and child processes.
+//! `main.rs` only parses and dispatches through [`cli`].
+pub mod atomic;
 pub mod cli;
 pub mod config;
-pub mod ladder;
+pub mod docker;
+pub mod janitor;
 pub mod lock;
 pub mod meta;
 pub mod poll;
 pub mod process;
 pub mod progress;
-pub mod recipe;
+pub mod reap;
 pub mod redact;
 pub mod request;
 pub mod results;
-pub mod run;
 pub mod runid;
+pub mod runner;
 pub mod strict;
-pub mod swarm;
 pub mod text;

@@ -140,6 +140,22 @@ impl Cmd {
         self.quiet = true;
         self
     }
+    /// The file name of the script this runs (`bash hook.sh` → `hook.sh`), for
+    /// scripted engines.
+    #[cfg(test)]
+    pub fn file_name(&self) -> String {
+        let base = |p: &OsString| {
+            std::path::Path::new(p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        match (base(&self.program).as_str(), self.args.first()) {
+            ("bash" | "sh", Some(script)) => base(script),
+            (name, _) => name.to_string(),
+        }
+    }
+
     fn display(&self) -> String {
         std::iter::once(&self.program)
             .chain(&self.args)

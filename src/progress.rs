@@ -1,6 +1,8 @@
 //! Live progress on the terminal: the current stage, its elapsed time and the last
 //! lines of its (masked) output. On a non-terminal (the journal, a pipe) it prints a
-//! line per stage and every masked output line.
+//! line per stage and every masked output line. Under systemd the stage and what it
+//! waits for are also the unit's status line (`sd_notify STATUS=`), so
+//! `systemctl status` shows where a run is.
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,8 @@ struct State {
     live: bool,
     enabled: bool,
     stage: String,
+    /// The stage's current status line (starts as the stage's name).
+    status: String,
     stage_start: Instant,
     run_start: Instant,
     tail: VecDeque<String>,
@@ -32,6 +36,7 @@ impl Progress {
                 live,
                 enabled,
                 stage: String::new(),
+                status: String::new(),
                 stage_start: Instant::now(),
                 run_start: Instant::now(),
                 tail: VecDeque::new(),
@@ -52,10 +57,22 @@ impl Progress {
         p
     }
 
+    /// What the current stage is doing now (e.g. `upgrade: waiting for convergence
+    /// (12 s)`): the unit's status line and the live view's heading, never a log line.
+    pub fn status(&self, text: &str) {
+        let mut s = self.inner.lock().expect("progress lock");
+        if s.status != text {
+            s.status = text.to_string();
+            notify_status(text);
+        }
+    }
+
     /// A new stage begins.
     pub fn stage(&self, name: &str) {
         let mut s = self.inner.lock().expect("progress lock");
         s.stage = name.to_string();
+        s.status = name.to_string();
+        notify_status(name);
         s.stage_start = Instant::now();
         s.tail.clear();
         if s.enabled && !s.live {
@@ -108,7 +125,7 @@ impl Progress {
         let _ = writeln!(
             err,
             "\x1b[1m▶ {}\x1b[0m  {}s (run {}s)",
-            s.stage,
+            s.status,
             s.stage_start.elapsed().as_secs(),
             s.run_start.elapsed().as_secs()
         );
@@ -126,4 +143,12 @@ fn clear(s: &mut State) {
         let _ = write!(err, "\x1b[1A\x1b[2K");
     }
     s.drawn = 0;
+}
+
+/// Tell systemd the unit's status line, when it runs under systemd (`NOTIFY_SOCKET`;
+/// the unit needs `NotifyAccess=main`). Elsewhere this does nothing.
+fn notify_status(text: &str) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(text)]);
+    }
 }

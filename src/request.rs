@@ -49,7 +49,7 @@ impl RunRequest {
     pub fn store(&self, dir: &Path) -> Result<PathBuf, Error> {
         let path = dir.join(format!("{}.json", self.run_id));
         let json = serde_json::to_vec_pretty(self).expect("a request serialises");
-        crate::artifacts::write_atomic(&path, &json).map_err(|e| Error::Write(path.clone(), e))?;
+        crate::atomic::write(&path, &json).map_err(|e| Error::Write(path.clone(), e))?;
         Ok(path)
     }
 }

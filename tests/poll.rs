@@ -656,11 +656,11 @@ fn progress_then_final_report_edits_one_comment() {
     let bot = s.gitea.comments_by(repo, BOT);
     assert_eq!(bot.len(), 1);
     assert!(
-        bot[0].body.contains("| install | passed |"),
+        bot[0].body.contains("| install | ✅ passed |"),
         "{}",
         bot[0].body
     );
-    assert!(bot[0].body.contains("| upgrade | running |"));
+    assert!(bot[0].body.contains("| upgrade | ⏳ running |"));
     assert_eq!(s.gitea.statuses().last().unwrap().state, "pending");
 
     std::fs::write(

@@ -12,7 +12,6 @@
 //! ```
 //!
 //! Gitea comment ids are unique across the whole instance, so they key everything.
-use crate::artifacts::write_atomic;
 use crate::request::RunRequest;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -115,7 +114,7 @@ impl Ledger {
         ] {
             std::fs::create_dir_all(&dir).map_err(|e| Error::NotWritable(dir.clone(), e))?;
             let probe = dir.join(format!(".probe.{}", std::process::id()));
-            write_atomic(&probe, b"").map_err(|e| Error::NotWritable(dir.clone(), e))?;
+            crate::atomic::write(&probe, b"").map_err(|e| Error::NotWritable(dir.clone(), e))?;
             let _ = std::fs::remove_file(&probe);
         }
         let mut ledger = ledger;
@@ -263,7 +262,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value).expect("state serialises");
-    write_atomic(path, &bytes).map_err(|e| Error::Write(path.to_owned(), e))
+    crate::atomic::write(path, &bytes).map_err(|e| Error::Write(path.to_owned(), e))
 }
 
 #[cfg(test)]

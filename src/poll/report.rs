@@ -3,7 +3,7 @@
 //!
 //! Pure functions from results to the wanted status and comment body; the service
 //! posts only what changed since the last cycle.
-use crate::results::{Cause, Results, RunStatus, TierStatus};
+use crate::results::{Cause, Results, RunStatus, TierStatus, table};
 
 /// A marker in every comment the bot posts about a run, so a comment created just
 /// before a crash is recognised (and reused) instead of duplicated.
@@ -118,15 +118,7 @@ pub fn comment_body(
                         "**cc-ci** run `{run_id}` for `{short}`: {what}, level {}/5\n\n",
                         r.level
                     ));
-                    body.push_str("| tier | status | time |\n|---|---|---|\n");
-                    for t in &r.tiers {
-                        let time = t.duration_s.map(|d| format!("{d:.0}s")).unwrap_or_default();
-                        let mut status = t.status.as_str().to_string();
-                        if let Some(c) = t.cause {
-                            status.push_str(&format!(" ({})", c.as_str()));
-                        }
-                        body.push_str(&format!("| {} | {} | {} |\n", t.name, status, time));
-                    }
+                    body.push_str(&table::render(&r.tiers, table::Style::Markdown));
                     if let Some(e) = &r.error {
                         body.push_str(&format!("\nerror: {}\n", crate::text::md_code(e, 500)));
                     }
@@ -204,7 +196,7 @@ mod tests {
         r.tiers = tiers
             .iter()
             .map(|&(name, status, cause)| crate::results::TierResult {
-                name: name.into(),
+                name: name.parse().unwrap(),
                 status,
                 started_at: None,
                 duration_s: Some(1.0),

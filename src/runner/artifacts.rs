@@ -1,35 +1,100 @@
-//! Writing run artifacts: atomic file writes and the post-run secret scan.
+//! What a finished run publishes in its artifact dir: junit.xml, badge.svg,
+//! report.md, timing.json, and results.json last, after the scan of every artifact for
+//! secret values (its verdict goes into results.json, report.md and the badge).
+use super::run::Run;
+use crate::redact::Masker;
+use crate::results::{
+    Results, RunStatus, TestCaseResult, TierStatus,
+    table::{self, DETAIL_MAX as MESSAGE_MAX},
+};
+use crate::text;
+use anyhow::Context;
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-/// Write `data` to `path` atomically: a temp file in the same dir, fsync, rename.
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
+/// Write every artifact of a completed run, then print the summary. When they cannot
+/// be written (a full disk, most likely), results.json is set to `error` with the
+/// reason instead of being left saying `running`.
+pub fn publish(run: &Run, tests: &[TestCaseResult]) -> anyhow::Result<()> {
+    let timing = run.exec.timing();
+    let written = crate::atomic::write(
+        &run.artifacts.join("timing.json"),
+        self::timing(&timing, run.started.elapsed()).as_bytes(),
+    )
+    .context("writing timing.json")
+    .and_then(|()| write_final(run, tests));
+    run.progress().finish();
+    if let Err(err) = written {
+        run.exec.note(&format!("error: {err:#}"));
+        let mut results = run.results();
+        results.record_error(
+            format!("the run's artifacts could not be written: {err:#}"),
+            &run.results_path(),
+        );
+        return Err(err);
     }
-    std::fs::rename(&tmp, path)?;
+    print_summary(&run.results(), &run.results_path());
     Ok(())
 }
 
-use crate::ladder::TestCaseResult;
-use crate::text;
+fn write_final(run: &Run, tests: &[TestCaseResult]) -> anyhow::Result<()> {
+    let dir = &run.artifacts;
+    let write = |name: &str, text: String| {
+        crate::atomic::write(&dir.join(name), text.as_bytes())
+            .with_context(|| format!("writing {name}"))
+    };
+    let results = run.results();
+    write("junit.xml", junit(&results, tests))?;
+    write("badge.svg", badge(&results))?;
+    write("report.md", report(&results))?;
+    run.record(|_| ()).context("writing results.json")?;
+    // The leak scan covers every artifact, results.json included; its verdict goes
+    // into results.json, report.md and the badge, which are rewritten.
+    let hits = scan_for_secrets(dir, &run.exec.masker());
+    if !hits.is_empty() {
+        let names: Vec<String> = hits.iter().map(|p| p.display().to_string()).collect();
+        run.exec.note(&format!(
+            "secret values found in artifacts: {}",
+            names.join(", ")
+        ));
+        run.amend(|r| r.invariants.no_secret_leak = false);
+        write("report.md", report(&run.results()))?;
+    }
+    run.record(|_| ()).context("writing results.json")?;
+    Ok(())
+}
 
-/// How much of a failure message (often a child's stderr) a report shows; run.log
-/// has all of it.
-const MESSAGE_MAX: usize = 500;
-use crate::redact::Masker;
-use crate::results::{Results, RunStatus, TierStatus};
-use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
-use std::path::PathBuf;
-use std::time::Duration;
+fn print_summary(results: &Results, path: &Path) {
+    // Ignore write errors: the run is over and its results are on disk.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "cc-ci run {}: {} at {} (upgrade base {})",
+        results.run_id,
+        results.recipe,
+        &results.sha[..results.sha.len().min(12)],
+        results.upgrade_base.as_deref().unwrap_or("none")
+    );
+    let _ = write!(
+        out,
+        "{}",
+        table::render(&results.tiers, table::Style::Terminal)
+    );
+    let inv = &results.invariants;
+    let _ = writeln!(
+        out,
+        "deploys {}/{} · clean teardown {} · no secret leak {} · deploy budget {}",
+        results.deploys.count,
+        results.deploys.budget,
+        inv.clean_teardown,
+        inv.no_secret_leak,
+        inv.deploy_budget_ok
+    );
+    let _ = writeln!(out, "level: {}", results.level);
+    let _ = writeln!(out, "results: {}", path.display());
+}
 
 /// `junit.xml`: one suite of the five tiers (real timestamps and durations) and one of
 /// the custom tests.
@@ -52,7 +117,7 @@ pub fn junit(results: &Results, tests: &[TestCaseResult]) -> String {
         if !message.is_empty() {
             status.set_message(message);
         }
-        let mut case = TestCase::new(tier.name.clone(), status);
+        let mut case = TestCase::new(tier.name.as_str(), status);
         case.set_classname(format!("{}.ladder", results.recipe));
         if let Some(t) = tier.started_at {
             case.set_timestamp(t);
@@ -126,17 +191,6 @@ pub fn badge(results: &Results) -> String {
     )
 }
 
-fn status_cell(s: TierStatus) -> &'static str {
-    match s {
-        TierStatus::Passed => "✅ passed",
-        TierStatus::Failed => "❌ failed",
-        TierStatus::Skipped => "⏭️ skipped",
-        TierStatus::NotRun => "⬜ not run",
-        TierStatus::Running => "⏳ running",
-        TierStatus::Pending => "⬜ pending",
-    }
-}
-
 fn flag(ok: bool) -> &'static str {
     if ok { "✅" } else { "❌" }
 }
@@ -155,19 +209,7 @@ pub fn report(results: &Results) -> String {
             text::md_code(err, MESSAGE_MAX)
         ));
     }
-    md.push_str("| tier | status | duration | cause | detail |\n|---|---|---|---|---|\n");
-    for t in &results.tiers {
-        md.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
-            t.name,
-            status_cell(t.status),
-            t.duration_s
-                .map(|d| format!("{d:.1} s"))
-                .unwrap_or_default(),
-            t.cause.map(|c| c.as_str()).unwrap_or(""),
-            text::md_code(t.reason.as_deref().unwrap_or(""), MESSAGE_MAX),
-        ));
-    }
+    md.push_str(&table::render(&results.tiers, table::Style::Markdown));
     let inv = &results.invariants;
     md.push_str(&format!(
         "\nDeploys {}/{} {} · clean teardown {} · no secret leak {}\n",
@@ -233,7 +275,7 @@ pub fn scan_for_secrets(dir: &Path, masker: &Masker) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::{Cause, TierResult};
+    use crate::results::{Cause, Tier, TierResult};
 
     /// A failure message from a hostile or merely colourful child: terminal escapes, a
     /// control byte XML forbids, Markdown that would load an image or link elsewhere,
@@ -246,12 +288,11 @@ mod tests {
         r.status = RunStatus::Completed;
         r.error = Some(HOSTILE.into());
         r.tiers = vec![TierResult {
-            name: "install".into(),
             status: TierStatus::Failed,
-            started_at: None,
             duration_s: Some(1.0),
             cause: Some(Cause::Recipe),
             reason: Some(HOSTILE.into()),
+            ..TierResult::pending(Tier::Install)
         }];
         r
     }

@@ -1,9 +1,15 @@
 //! `results.json`: the run's machine-readable outcome (schema in
 //! `docs/results-schema.json`, version [`SCHEMA_VERSION`]). Rewritten atomically after
 //! every tier so the poller can report progress; final when `status` is not `running`.
+pub mod table;
+pub mod tier;
+
+pub use tier::{Tier, TierResult, TierStatus, level};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::time::Duration;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -16,30 +22,6 @@ pub enum RunStatus {
     Completed,
     /// The run could not be carried out (see `error`).
     Error,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TierStatus {
-    Pending,
-    Running,
-    Passed,
-    Failed,
-    Skipped,
-    NotRun,
-}
-
-impl TierStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TierStatus::Pending => "pending",
-            TierStatus::Running => "running",
-            TierStatus::Passed => "passed",
-            TierStatus::Failed => "failed",
-            TierStatus::Skipped => "skipped",
-            TierStatus::NotRun => "not_run",
-        }
-    }
 }
 
 /// Why something failed: the class decides who has to act.
@@ -68,17 +50,6 @@ impl Cause {
             Cause::Harness => "harness",
         }
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TierResult {
-    pub name: String,
-    pub status: TierStatus,
-    pub started_at: Option<DateTime<Utc>>,
-    pub duration_s: Option<f64>,
-    pub cause: Option<Cause>,
-    /// One line saying why the tier failed or was skipped.
-    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -116,8 +87,22 @@ pub struct Results {
     pub tiers: Vec<TierResult>,
     pub deploys: Deploys,
     pub invariants: Invariants,
-    /// What the leak check found after teardown (empty when clean).
+    /// What abra's teardown left and cc-ci removed directly (empty when clean).
     pub leaks: Vec<String>,
+    /// Why the engine could not be asked what the teardown left (then
+    /// `clean_teardown` is false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teardown_error: Option<String>,
+}
+
+/// One custom test's outcome, for JUnit.
+#[derive(Debug, Clone)]
+pub struct TestCaseResult {
+    pub name: String,
+    pub passed: bool,
+    pub started_at: DateTime<Utc>,
+    pub duration: Duration,
+    pub message: String,
 }
 
 impl Invariants {
@@ -180,6 +165,7 @@ impl Results {
                 deploy_budget_ok: true,
             },
             leaks: Vec::new(),
+            teardown_error: None,
         }
     }
 
@@ -204,6 +190,6 @@ impl Results {
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let mut json = serde_json::to_vec_pretty(self).expect("results serialise");
         json.push(b'\n');
-        crate::artifacts::write_atomic(path, &json)
+        crate::atomic::write(path, &json)
     }
 }

@@ -1,0 +1,406 @@
+//! The seam between the ladder's decisions and the world: everything a run does to
+//! its app (through abra), its recipe checkout (git) and the engine (docker), and the
+//! CI-side hooks and tests it starts. [`Real`] is production; the ladder's unit tests
+//! script an engine of their own and run in milliseconds.
+use super::abra::{self, Abra};
+use super::recipe::{self, Checkout};
+use crate::docker::{self, Docker};
+use crate::process::{self, Cmd, Executor, Output};
+use crate::results::Tier;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Abra(#[from] abra::Error),
+    #[error(transparent)]
+    Docker(#[from] docker::Error),
+    #[error(transparent)]
+    Recipe(#[from] recipe::Error),
+    #[error(transparent)]
+    Process(#[from] process::Error),
+    #[error("cannot copy {0} into the recipe checkout: {1}")]
+    Overlay(PathBuf, #[source] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What the ladder asks of the world for one run's app.
+pub trait Engine {
+    /// The Docker engine the app runs on.
+    fn docker(&self) -> &dyn Docker;
+    /// Put the recipe's working tree at `commit`: what a chaos deploy deploys.
+    fn checkout(&self, commit: &str) -> Result<()>;
+    /// Copy the recipe's `tests/` at `commit` into `dest/tests/`; false if it has none.
+    fn snapshot_tests(&self, commit: &str, dest: &Path) -> Result<bool>;
+    /// `abra app new` for the run's domain.
+    fn new_app(&self) -> Result<()>;
+    /// Set `KEY=value` lines in the app's env file.
+    fn set_app_env(&self, vars: &[(String, String)]) -> Result<()>;
+    /// Copy the CI-side compose overlay into the checkout and add it to the app's
+    /// `COMPOSE_FILE`.
+    fn add_overlay(&self, overlay: &Path) -> Result<()>;
+    /// `abra app secret generate`: the values are masked from then on.
+    fn generate_secrets(&self) -> Result<usize>;
+    /// One deploy, recorded in the run's deploy file before it is issued.
+    fn deploy(&self, tier: Tier, version: &str, force: bool) -> Result<()>;
+    /// Deploys recorded in the run's deploy file (by the runner and by hooks).
+    fn deploys_recorded(&self) -> u32;
+    fn backup(&self) -> Result<()>;
+    fn restore(&self) -> Result<()>;
+    fn undeploy(&self) -> Result<()>;
+    /// `abra app rm`: volumes, secrets and the env file.
+    fn remove_app(&self) -> Result<()>;
+    /// Whether the app's env file exists (abra knows the app).
+    fn app_exists(&self) -> bool;
+    /// Run a CI hook or a test with the run's environment contract.
+    fn run(&self, cmd: Cmd) -> Result<Output>;
+}
+
+/// Production: the pinned abra, the run's checkout and the `docker` CLI, all through
+/// the run's executor. Hooks and tests get the environment contract abra gets.
+pub struct Real<'a> {
+    pub exec: &'a Executor,
+    pub docker: docker::Cli<'a>,
+    pub abra: Abra<'a>,
+    pub checkout: Checkout,
+}
+
+/// The compose overlay's name inside the checkout.
+pub const OVERLAY: &str = "compose.ccci.yml";
+
+impl Engine for Real<'_> {
+    fn docker(&self) -> &dyn Docker {
+        &self.docker
+    }
+
+    fn checkout(&self, commit: &str) -> Result<()> {
+        Ok(self.checkout.checkout(commit)?)
+    }
+
+    fn snapshot_tests(&self, commit: &str, dest: &Path) -> Result<bool> {
+        Ok(self.checkout.snapshot_tests(commit, dest)?)
+    }
+
+    fn new_app(&self) -> Result<()> {
+        Ok(self.abra.new_app(&self.checkout.recipe)?)
+    }
+
+    fn set_app_env(&self, vars: &[(String, String)]) -> Result<()> {
+        Ok(self.abra.set_env(vars)?)
+    }
+
+    fn add_overlay(&self, overlay: &Path) -> Result<()> {
+        std::fs::copy(overlay, self.checkout.dir.join(OVERLAY))
+            .map_err(|e| Error::Overlay(overlay.to_owned(), e))?;
+        Ok(self.abra.add_compose_file(OVERLAY)?)
+    }
+
+    fn generate_secrets(&self) -> Result<usize> {
+        Ok(self.abra.generate_secrets()?)
+    }
+
+    fn deploy(&self, tier: Tier, version: &str, force: bool) -> Result<()> {
+        Ok(self.abra.deploy(tier.as_str(), version, force)?)
+    }
+
+    fn deploys_recorded(&self) -> u32 {
+        abra::count_deploys(&self.abra.deploys_file)
+    }
+
+    fn backup(&self) -> Result<()> {
+        Ok(self.abra.backup()?)
+    }
+
+    fn restore(&self) -> Result<()> {
+        Ok(self.abra.restore()?)
+    }
+
+    fn undeploy(&self) -> Result<()> {
+        Ok(self.abra.undeploy()?)
+    }
+
+    fn remove_app(&self) -> Result<()> {
+        Ok(self.abra.remove()?)
+    }
+
+    fn app_exists(&self) -> bool {
+        self.abra.env_file().exists()
+    }
+
+    fn run(&self, cmd: Cmd) -> Result<Output> {
+        Ok(self.exec.run(cmd.envs(&self.abra.env))?)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod scripted {
+    //! A scripted engine for the ladder's unit tests: a recipe with one service `app`
+    //! whose data lives in `/data`, on the scripted Docker of [`crate::reap`]. Each
+    //! operation can be told to fail; deploys, backups and restores act on in-memory
+    //! state the way abra and backupbot would on a real swarm.
+    use super::{Engine, Error, Result};
+    use crate::docker::{Docker, Kind, Labels, Task};
+    use crate::process::{Cmd, Exit, Output};
+    use crate::reap::scripted::ScriptedDocker;
+    use crate::results::Tier;
+    use crate::runner::abra;
+    use std::cell::{Cell, RefCell};
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    /// How a scripted operation fails.
+    #[derive(Debug, Clone)]
+    pub enum Failure {
+        /// abra exits 1 with this stderr.
+        Abra(String),
+        /// abra prints output that is not its machine format.
+        Format,
+        /// git cannot do it.
+        Git,
+    }
+
+    pub struct ScriptedEngine {
+        pub docker: ScriptedDocker,
+        pub stack: String,
+        /// Labels of the service `app`.
+        pub labels: RefCell<Labels>,
+        /// Operation name → how it fails (once per call, every call).
+        pub failures: RefCell<BTreeMap<&'static str, Failure>>,
+        /// A deploy with this commit checked out breaks the data (an upgrade that
+        /// loses it).
+        pub loses_data_at: RefCell<Option<String>>,
+        /// `restore` succeeds but brings nothing back.
+        pub restore_is_a_noop: Cell<bool>,
+        /// The recipe ships `tests/` at the tested commit.
+        pub ships_tests: Cell<bool>,
+        /// Exit of each test or hook, by file name (default: success).
+        pub exits: RefCell<BTreeMap<String, Exit>>,
+        /// An extra deploy a hook records (a hook that deploys without counting).
+        pub extra_deploys: Cell<u32>,
+        pub checked_out: RefCell<Option<String>>,
+        pub app: Cell<bool>,
+        pub deploys: Cell<u32>,
+        pub env: RefCell<Vec<(String, String)>>,
+        pub overlays: RefCell<Vec<String>>,
+        backups: RefCell<BTreeMap<(String, String), String>>,
+        pub ran: RefCell<Vec<String>>,
+    }
+
+    impl ScriptedEngine {
+        pub fn new(stack: &str) -> ScriptedEngine {
+            let labels: Labels = [
+                ("backupbot.backup", "true"),
+                ("backupbot.backup.path", "/data"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            ScriptedEngine {
+                docker: ScriptedDocker::default(),
+                stack: stack.into(),
+                labels: RefCell::new(labels),
+                failures: RefCell::default(),
+                loses_data_at: RefCell::default(),
+                restore_is_a_noop: Cell::new(false),
+                ships_tests: Cell::new(false),
+                exits: RefCell::default(),
+                extra_deploys: Cell::new(0),
+                checked_out: RefCell::default(),
+                app: Cell::new(false),
+                deploys: Cell::new(0),
+                env: RefCell::default(),
+                overlays: RefCell::default(),
+                backups: RefCell::default(),
+                ran: RefCell::default(),
+            }
+        }
+
+        pub fn fail(&self, op: &'static str, how: Failure) {
+            self.failures.borrow_mut().insert(op, how);
+        }
+
+        /// The engine's tasks report these states (for diagnostics and causes).
+        pub fn tasks(&self, lines: &[&str]) {
+            *self.docker.tasks.borrow_mut() = lines.iter().map(|l| Task::parse(l)).collect();
+        }
+
+        /// `health` answers these problems first (then healthy).
+        pub fn unhealthy(&self, problems: &[&str]) {
+            self.docker
+                .health
+                .borrow_mut()
+                .extend(problems.iter().map(|p| Some(p.to_string())));
+        }
+
+        fn check(&self, op: &'static str) -> Result<()> {
+            match self.failures.borrow().get(op) {
+                None => Ok(()),
+                Some(Failure::Abra(stderr)) => Err(Error::Abra(abra::Error::Failed {
+                    command: op.into(),
+                    exit: Exit::Code(1),
+                    stderr: stderr.clone(),
+                })),
+                Some(Failure::Format) => Err(Error::Abra(abra::Error::Format {
+                    command: op.into(),
+                    detail: "no JSON array".into(),
+                })),
+                Some(Failure::Git) => Err(Error::Recipe(crate::runner::recipe::Error::Git {
+                    args: op.into(),
+                    dir: "/co".into(),
+                    stderr: "fatal: bad object".into(),
+                })),
+            }
+        }
+
+        fn app_service(&self) -> String {
+            format!("{}_app", self.stack)
+        }
+    }
+
+    impl Engine for ScriptedEngine {
+        fn docker(&self) -> &dyn Docker {
+            &self.docker
+        }
+
+        fn checkout(&self, commit: &str) -> Result<()> {
+            self.check("checkout")?;
+            *self.checked_out.borrow_mut() = Some(commit.into());
+            Ok(())
+        }
+
+        fn snapshot_tests(&self, _commit: &str, dest: &Path) -> Result<bool> {
+            self.check("snapshot")?;
+            if self.ships_tests.get() {
+                let dir = dest.join("tests");
+                std::fs::create_dir_all(&dir).unwrap();
+                let file = dir.join("01-recipe.sh");
+                std::fs::write(&file, "#!/bin/sh\n").unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            Ok(self.ships_tests.get())
+        }
+
+        fn new_app(&self) -> Result<()> {
+            self.check("new_app")?;
+            self.app.set(true);
+            Ok(())
+        }
+
+        fn set_app_env(&self, vars: &[(String, String)]) -> Result<()> {
+            self.check("set_app_env")?;
+            self.env.borrow_mut().extend(vars.iter().cloned());
+            Ok(())
+        }
+
+        fn add_overlay(&self, overlay: &Path) -> Result<()> {
+            self.overlays
+                .borrow_mut()
+                .push(overlay.to_string_lossy().into_owned());
+            Ok(())
+        }
+
+        fn generate_secrets(&self) -> Result<usize> {
+            self.check("generate_secrets")?;
+            self.docker
+                .add(Kind::Secret, &format!("{}_admin_v1", self.stack), None);
+            Ok(1)
+        }
+
+        fn deploy(&self, _tier: Tier, _version: &str, _force: bool) -> Result<()> {
+            self.deploys.set(self.deploys.get() + 1);
+            self.check("deploy")?;
+            let d = &self.docker;
+            if !d
+                .listing()
+                .iter()
+                .any(|o| o == &format!("stack {}", self.stack))
+            {
+                d.add(Kind::Stack, &self.stack, None);
+                d.add(Kind::Service, &self.app_service(), Some(&self.stack));
+                d.add(
+                    Kind::Network,
+                    &format!("{}_default", self.stack),
+                    Some(&self.stack),
+                );
+            }
+            if !d.listing().iter().any(|o| o.starts_with("volume")) {
+                d.add(
+                    Kind::Volume,
+                    &format!("{}_data", self.stack),
+                    Some(&self.stack),
+                );
+            }
+            d.labels
+                .borrow_mut()
+                .insert(self.app_service(), self.labels.borrow().clone());
+            if *self.loses_data_at.borrow() == *self.checked_out.borrow() {
+                d.files.borrow_mut().clear();
+            }
+            Ok(())
+        }
+
+        fn deploys_recorded(&self) -> u32 {
+            self.deploys.get() + self.extra_deploys.get()
+        }
+
+        fn backup(&self) -> Result<()> {
+            self.check("backup")?;
+            *self.backups.borrow_mut() = self.docker.files.borrow().clone();
+            Ok(())
+        }
+
+        fn restore(&self) -> Result<()> {
+            self.check("restore")?;
+            if !self.restore_is_a_noop.get() {
+                *self.docker.files.borrow_mut() = self.backups.borrow().clone();
+            }
+            Ok(())
+        }
+
+        fn undeploy(&self) -> Result<()> {
+            self.check("undeploy")?;
+            self.docker.remove(Kind::Stack, &self.stack)?;
+            Ok(())
+        }
+
+        fn remove_app(&self) -> Result<()> {
+            self.check("remove_app")?;
+            for o in self.docker.listing() {
+                let (kind, name) = o.split_once(' ').unwrap();
+                if matches!(kind, "volume" | "secret") && name.starts_with(&self.stack) {
+                    let kind = if kind == "volume" {
+                        Kind::Volume
+                    } else {
+                        Kind::Secret
+                    };
+                    self.docker.remove(kind, name)?;
+                }
+            }
+            self.docker.files.borrow_mut().clear();
+            self.app.set(false);
+            Ok(())
+        }
+
+        fn app_exists(&self) -> bool {
+            self.app.get()
+        }
+
+        fn run(&self, cmd: Cmd) -> Result<Output> {
+            let name = cmd.file_name();
+            self.ran.borrow_mut().push(name.clone());
+            let exit = self
+                .exits
+                .borrow()
+                .get(&name)
+                .cloned()
+                .unwrap_or(Exit::Success);
+            Ok(Output {
+                exit,
+                stdout: Vec::new(),
+                stderr: String::new(),
+            })
+        }
+    }
+}
