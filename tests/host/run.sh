@@ -207,6 +207,7 @@ UNIT
 runner_unit() { echo "cc-ci-runner@$(ct "$CT" systemd-escape "$1").service"; }
 
 unit_prop() { ct "$CT" systemctl show -p "$2" --value "$1"; }
+janitor_ran() { [ -n "$(unit_prop cc-ci-janitor.service ExecMainExitTimestamp)" ]; }
 poller_status_says() { unit_prop cc-ci-poller.service StatusText | grep -q "$1"; }
 unit_state_is() { [ "$(unit_prop "$1" ActiveState)" = "$2" ]; }
 # Ran and ended: neither active nor on its way (inactive or failed).
@@ -263,12 +264,19 @@ bot_comment() {
   gitea GET "/comments?repo=${REPO_NAME/\//%2F}&user=$BOT" | jq -r --argjson pr "$1" '[.[] | select(.pr == $pr)]'
 }
 
-# A pull request $1 whose head is the hello recipe's main, under refs/pull/$1/head.
-gitea_pull() {
-  local pr=$1 repo=$SHARED/recipes/hello sha
+# refs/pull/$1/head in the hello recipe's repository, at its main; prints the sha.
+gitea_pull_ref() {
+  local repo=$SHARED/recipes/hello sha
   sha=$(git -C "$repo" rev-parse HEAD)
-  git -C "$repo" update-ref "refs/pull/$pr/head" "$sha"
-  gitea POST /pulls "{\"repo\":\"$REPO_NAME\",\"number\":$pr,\"sha\":\"$sha\"}" >/dev/null
+  git -C "$repo" update-ref "refs/pull/$1/head" "$sha"
+  echo "$sha"
+}
+
+# A pull request $1 on the double whose head is the hello recipe's main.
+gitea_pull() {
+  local sha
+  sha=$(gitea_pull_ref "$1")
+  gitea POST /pulls "{\"repo\":\"$REPO_NAME\",\"number\":$1,\"sha\":\"$sha\"}" >/dev/null
   echo "$sha"
 }
 
@@ -532,7 +540,8 @@ t_kill() {
   timing "janitor after a killed run" "$((t1 - t0)) ms"
   assert_nothing_left "$stack"
   [ "$(results_q "$id" .status)" = error ] || fail "results.json of the killed run says $(results_q "$id" .status), not error"
-  wait_until 30 "the poller reports the killed run" has_final_status "$POLLER_SHA"
+  wait_until 60 "the poller reports the killed run" has_final_status "$POLLER_SHA"
+  timing "killed run: janitor done -> error status" "$(($(now_ms) - t1)) ms"
   final_status "$POLLER_SHA" | grep -q '^error|' || fail "final status: $(final_status "$POLLER_SHA")"
   bot_comment 3 | jq -r '.[-1].body' | grep -qi "error" || fail "the PR comment does not say error: $(bot_comment 3 | jq -r '.[-1].body')"
 }
@@ -553,52 +562,51 @@ t_reboot() {
   timing "boot (container, systemd to running)" "$CT_BOOT_MS ms"
   [ "$(unit_prop cc-ci-poller.service ActiveState)" = active ] || fail "the poller did not start at boot"
   ! ct "$CT" test -e "/run/cc-ci/runs/$id" || fail "/run survived the power cut"
-  wait_until 60 "the janitor at boot reaps the dead run" no_leftovers "$stack"
-  [ -n "$(unit_prop cc-ci-janitor.service ExecMainExitTimestamp)" ] || fail "the janitor did not run at boot"
+  wait_until 60 "the janitor's run at boot" janitor_ran
+  assert_nothing_left "$stack"
   [ "$(results_q "$id" .status)" = error ] || fail "results.json of the dead run says $(results_q "$id" .status), not error"
-  wait_until 30 "the poller reports the dead run" has_final_status "$POLLER_SHA"
+  wait_until 60 "the poller reports the dead run" has_final_status "$POLLER_SHA"
   final_status "$POLLER_SHA" | grep -q '^error|' || fail "final status: $(final_status "$POLLER_SHA")"
 }
 
-# The janitor on a swarm with 20 objects of dead runs (4 stacks of the host tests'
-# domain: service, network, volume, secret, config each, no live lock): all removed.
+# The janitor on a swarm with 20 objects of dead runs: five runs (PRs 11 to 15, their
+# requests written as the poller writes them, started as the poller starts them) are
+# killed mid-deploy, each leaving its service, network, volume and secret; one
+# `systemctl start cc-ci-janitor` removes all 20 and marks the five runs as error.
 t_janitor() {
   CT=host-janitor
   ct_installed "$CT"
-  local d=$HOST_WORK/leftovers i n
-  mkdir -p "$d"
-  printf 'x' > "$d/s.txt"
-  printf 'x' > "$d/c.txt"
-  cat > "$d/compose.yml" <<'YML'
-version: "3.8"
-services:
-  app:
-    image: ccci-example/base:busybox
-    command: ["sleep", "3600"]
-    volumes: [data:/data]
-    secrets: [s]
-    configs: [c]
-volumes:
-  data:
-secrets:
-  s:
-    file: ./s.txt
-configs:
-  c:
-    file: ./c.txt
-YML
-  for i in 1 2 3 4; do
-    (cd "$d" && docker stack deploy --resolve-image never -c compose.yml "dead${i}_host_test" >/dev/null)
+  local root pr sha id ids=() units=() n
+  root=$(ct_root "$CT")
+  mkdir -p "$root/var/lib/cc-ci/requests"
+  for pr in 11 12 13 14 15; do
+    sha=$(gitea_pull_ref "$pr")
+    id=20261130T120000Z-0000$pr
+    jq -n --arg id "$id" --arg repo "$REPO_NAME" --argjson pr "$pr" --arg sha "$sha" \
+      --arg url "$CT_SHARED/recipes/hello" \
+      '{run_id: $id, repo: $repo, recipe: "hello", pr: $pr, sha: $sha, ref: "refs/pull/\($pr)/head",
+        clone_url: $url, comment_id: null, requested_by: "alice", requested_at: "2026-11-30T12:00:00Z"}' \
+      > "$root/var/lib/cc-ci/requests/$id.json"
+    ids+=("$id")
+    units+=("$(runner_unit "$id")")
   done
-  wait_until 60 "the 4 leftover volumes" volumes_matching 4 '^dead[1-4]_host_test_data$'
-  n=$(for i in 1 2 3 4; do swarm_leftovers "dead${i}_host_test"; done | grep -vc '^stack\|^container')
-  [ "$n" = 20 ] || fail "expected 20 leftover objects, have $n"
+  ct "$CT" systemctl start --no-block "${units[@]}"
+  for pr in 11 12 13 14 15; do
+    wait_until 120 "PR $pr's volume" volumes_matching 1 "^hello-pr${pr}_host_test_data$"
+  done
+  ct "$CT" systemctl kill -s KILL "${units[@]}"
+  for u in "${units[@]}"; do wait_until 20 "$u failed" unit_state_is "$u" failed; done
+  n=$(for pr in 11 12 13 14 15; do swarm_leftovers "hello-pr${pr}_host_test"; done | grep -c '^\(service\|network\|volume\|secret\|config\) ')
+  [ "$n" = 20 ] || fail "expected 20 leftover objects of the killed runs, have $n: $(for pr in 11 12 13 14 15; do swarm_leftovers "hello-pr${pr}_host_test"; done)"
   local t0 t1
   t0=$(now_ms)
   ct "$CT" systemctl start cc-ci-janitor.service || fail "the janitor failed: $(ct "$CT" journalctl -u cc-ci-janitor --no-pager -o cat | tail -n 20)"
   t1=$(now_ms)
   timing "janitor, 20 leftover objects" "$((t1 - t0)) ms"
-  for i in 1 2 3 4; do assert_nothing_left "dead${i}_host_test"; done
+  for pr in 11 12 13 14 15; do assert_nothing_left "hello-pr${pr}_host_test"; done
+  for id in "${ids[@]}"; do
+    [ "$(results_q "$id" .status)" = error ] || fail "run $id: $(results_q "$id" .status), not error"
+  done
 }
 
 # Bad input: each a clear error naming the thing and the fix; nothing of a live run
@@ -617,21 +625,6 @@ t_bad_input() {
   journal=$(ct "$CT" journalctl -u "$unit" --no-pager -o cat)
   grep -q "no-such-recipe" <<<"$journal" || fail "the error does not name the instance: $journal"
   assert_nothing_left no-such-recipe_host_test
-
-  # A full disk under /var/lib/cc-ci: the run stops before deploying, saying so.
-  ct "$CT" mount -t tmpfs -o size=256k,mode=0750 ccci-full /var/lib/cc-ci
-  ct "$CT" mkdir -m 0700 /var/lib/cc-ci/secrets
-  install -m 0600 "$SHARED/ci-secret" "$root/var/lib/cc-ci/secrets/ci-secret" 2>/dev/null ||
-    ct "$CT" sh -c "cat $CT_SHARED/ci-secret > /var/lib/cc-ci/secrets/ci-secret"
-  ct "$CT" sh -c 'dd if=/dev/zero of=/var/lib/cc-ci/fill bs=4k 2>/dev/null; true'
-  unit=$(runner_unit hello)
-  ct "$CT" systemctl start "$unit" || true
-  wait_until 60 "$unit ends" unit_ended "$unit"
-  journal=$(ct "$CT" journalctl -u "$unit" --no-pager -o cat)
-  grep -qi "no space left" <<<"$journal" || fail "the full disk is not named: $journal"
-  grep -q "/var/lib/cc-ci" <<<"$journal" || fail "the full path is not named: $journal"
-  assert_nothing_left hello_host_test
-  ct "$CT" umount /var/lib/cc-ci
 
   # The janitor while the engine is down (its socket answers nothing).
   mkdir -p "$root/etc/systemd/system/cc-ci-janitor.service.d"
@@ -654,6 +647,21 @@ t_bad_input() {
   journal=$(ct "$CT" journalctl -u cc-ci-janitor --no-pager -o cat -n 20)
   grep -q "did you mean \`domain\`" <<<"$journal" || fail "the janitor does not name the misspelt key: $journal"
   sed -i 's/^domian = /domain = /' "$root/etc/cc-ci/cc-ci.toml"
+
+  # A full disk under /var/lib/cc-ci: the run stops before deploying, saying so.
+  ct "$CT" mount -t tmpfs -o size=256k,mode=0750 ccci-full /var/lib/cc-ci
+  ct "$CT" mkdir -m 0700 /var/lib/cc-ci/secrets
+  install -m 0600 "$SHARED/ci-secret" "$root/var/lib/cc-ci/secrets/ci-secret" 2>/dev/null ||
+    ct "$CT" sh -c "cat $CT_SHARED/ci-secret > /var/lib/cc-ci/secrets/ci-secret"
+  ct "$CT" sh -c 'dd if=/dev/zero of=/var/lib/cc-ci/fill bs=4k 2>/dev/null; true'
+  unit=$(runner_unit hello)
+  ct "$CT" systemctl start "$unit" || true
+  wait_until 60 "$unit ends" unit_ended "$unit"
+  journal=$(ct "$CT" journalctl -u "$unit" --no-pager -o cat)
+  grep -qi "no space left" <<<"$journal" || fail "the full disk is not named: $journal"
+  grep -q "/var/lib/cc-ci" <<<"$journal" || fail "the full path is not named: $journal"
+  assert_nothing_left hello_host_test
+  ct "$CT" umount /var/lib/cc-ci
 }
 
 # ------------------------------------------------------------------ driver
@@ -696,4 +704,5 @@ main() {
   echo "host tests passed: ${tests[*]}"
 }
 
-main "$@"
+# Sourced (for debugging one step by hand), it only defines the functions.
+[ "${BASH_SOURCE[0]}" != "$0" ] || main "$@"
