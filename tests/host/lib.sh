@@ -30,7 +30,7 @@ host_die() { printf 'host tests: error: %s\n' "$*" >&2; exit 1; }
 # Debian packages the harness needs on the host.
 host_packages() {
   local missing=() pkg
-  for pkg in systemd-container mmdebstrap jq curl; do
+  for pkg in systemd-container mmdebstrap jq curl iproute2; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then

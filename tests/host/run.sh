@@ -50,6 +50,15 @@ timing() {
   printf '%-44s %s\n' "$1" "$2" | tee -a "$TIMINGS" >&2
 }
 
+# A TCP port nothing listens on, on the loopback the containers share with the host.
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    [ -n "$(ss -Hltn "sport = :$p")" ] || { echo "$p"; return; }
+  done
+}
+
 # Milliseconds since the epoch.
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
@@ -431,7 +440,7 @@ t_poller() {
   ct "$CT" /src/scripts/install --binary "$CT_SHARED/bin/cc-ci" --webhook-secret "$CT_SHARED/webhook-secret" >/dev/null
   printf '\n[webhook]\nsecret_file = "webhook-secret"\n' >> "$root/etc/cc-ci/cc-ci.toml"
   # The host's loopback is shared: a free port instead of the shipped 8089 (test only).
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   mkdir -p "$root/etc/systemd/system/cc-ci-hook.socket.d"
   printf '[Socket]\nListenStream=\nListenStream=127.0.0.1:%s\n' "$port" > "$root/etc/systemd/system/cc-ci-hook.socket.d/port.conf"
   gitea POST /repos "{\"repo\":\"$REPO_NAME\",\"clone_url\":\"$CT_SHARED/recipes/hello\"}" >/dev/null
@@ -683,7 +692,9 @@ main() {
   mkdir -p "$HOST_WORK"
   : > "$TIMINGS"
   trap host_cleanup EXIT
-  trap 'exit 130' INT TERM
+  # A signal stops the test that runs (its own trap destroys its container), then
+  # the EXIT trap removes whatever is left.
+  trap 'host_log "interrupted"; [ -z "${TEST_PID:-}" ] || { kill -TERM "$TEST_PID" 2>/dev/null; wait "$TEST_PID"; }; exit 130' INT TERM
   host_prepare
   for t in "${tests[@]}"; do
     host_log "host test: $t"
@@ -691,10 +702,14 @@ main() {
     set +e
     (
       set -e
+      trap 'exit 143' INT TERM
       trap 'rc=$?; [ $rc = 0 ] || { [ -z "${CT:-}" ] || { printf "\n--- journal of %s (last 60 lines)\n" "$CT" >&2; ct_journal "$CT" 60 >&2; }; }; gitea_stop; host_cleanup_containers' EXIT
       "t_$t"
-    )
+    ) &
+    TEST_PID=$!
+    wait "$TEST_PID"
     rc=$?
+    TEST_PID=""
     set -e
     timing "test $t" "$((SECONDS - start)) s ($([ $rc = 0 ] && echo ok || echo FAILED))"
     [ $rc = 0 ] || failed+=("$t")
