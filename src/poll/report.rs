@@ -254,6 +254,10 @@ pub fn commit_status(view: &View) -> (&'static str, String) {
             if r.cancelled() {
                 return ("error", format!("cancelled, {level}"));
             }
+            if r.cause == Some(Cause::Policy) {
+                // The pull request asks the host for what the operator did not allow.
+                return ("failure", "refused by the compose policy, nothing deployed".into());
+            }
             let tier_failed = r.tiers.iter().any(|t| t.status == TierStatus::Failed);
             let broken = r.invariants.broken();
             if r.status == RunStatus::Completed && !tier_failed && broken.is_empty() {
@@ -408,6 +412,16 @@ mod tests {
             })
             .collect();
         r
+    }
+
+    #[test]
+    fn a_policy_refusal_is_the_pull_requests_failure() {
+        let mut r = base(RunStatus::Error, Some(Cause::Policy), &[]);
+        r.level = 0;
+        assert_eq!(
+            commit_status(&View::Results(&r)),
+            ("failure", "refused by the compose policy, nothing deployed".into())
+        );
     }
 
     #[test]
