@@ -4,9 +4,13 @@
 //! documents every key. Per-recipe files live beside it under `recipes/<recipe>/`
 //! (see [`crate::meta`]). Unknown keys are errors with a did-you-mean hint.
 use serde::Deserialize;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_PATH: &str = "/etc/cc-ci/cc-ci.toml";
+
+/// Where systemd puts a unit's credentials (`LoadCredential=`) for its processes.
+pub const CREDENTIALS_DIRECTORY: &str = "CREDENTIALS_DIRECTORY";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -14,6 +18,12 @@ pub enum Error {
     Load(#[from] crate::strict::Error),
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error(
+        "{key} = {name:?} names a systemd credential, but $CREDENTIALS_DIRECTORY is unset: \
+         run cc-ci through its unit, which loads it with LoadCredential={name}:/etc/cc-ci/credentials/{name}, \
+         or set {key} to an absolute path"
+    )]
+    NoCredentialsDirectory { key: &'static str, name: PathBuf },
     #[error("cannot list the recipe CI files in {0}: {1}")]
     ListRecipes(PathBuf, #[source] std::io::Error),
 }
@@ -102,7 +112,8 @@ impl Default for StateConfig {
 pub struct GiteaConfig {
     /// Base URL of the Gitea instance, e.g. `https://git.example.org`.
     pub url: String,
-    /// File holding the API token (a systemd credential); never logged.
+    /// File holding the API token; never logged. A bare name (`gitea-token`) is a
+    /// systemd credential in `$CREDENTIALS_DIRECTORY`: use [`GiteaConfig::token_path`].
     pub token_file: PathBuf,
     /// The bot's login: its own comments never trigger.
     pub bot_user: String,
@@ -113,6 +124,17 @@ pub struct GiteaConfig {
 
 fn default_timeout_s() -> u64 {
     15
+}
+
+impl GiteaConfig {
+    /// The file holding the API token (see [`credential_path`]).
+    pub fn token_path(&self) -> Result<PathBuf, Error> {
+        credential_path(
+            "gitea.token_file",
+            &self.token_file,
+            credentials_directory(),
+        )
+    }
 }
 
 /// `[trigger]`: who may start runs, with what comment.
@@ -226,7 +248,8 @@ pub struct WebhookConfig {
     /// `host:port` to listen on; absent means: use the socket systemd passes
     /// (`cc-ci-hook.socket`, `LISTEN_FDS`).
     pub listen: Option<String>,
-    /// File holding the shared HMAC secret (a systemd credential); never logged.
+    /// File holding the shared HMAC secret; never logged. A bare name is a systemd
+    /// credential in `$CREDENTIALS_DIRECTORY`: use [`WebhookConfig::secret_path`].
     pub secret_file: PathBuf,
     /// Larger request bodies are refused with 413.
     #[serde(default = "default_max_body_bytes")]
@@ -235,6 +258,44 @@ pub struct WebhookConfig {
 
 fn default_max_body_bytes() -> usize {
     8 * 1024 * 1024
+}
+
+impl WebhookConfig {
+    /// The file holding the webhook's shared secret (see [`credential_path`]).
+    pub fn secret_path(&self) -> Result<PathBuf, Error> {
+        credential_path(
+            "webhook.secret_file",
+            &self.secret_file,
+            credentials_directory(),
+        )
+    }
+}
+
+/// The process's `$CREDENTIALS_DIRECTORY`, if systemd set one (empty counts as unset).
+fn credentials_directory() -> Option<std::ffi::OsString> {
+    std::env::var_os(CREDENTIALS_DIRECTORY).filter(|d| !d.is_empty())
+}
+
+/// Where the secret that config key `key` names lives. An absolute path is the file
+/// itself. A relative one is the name of a systemd credential: the file of that name
+/// in `credentials` (`$CREDENTIALS_DIRECTORY`, where systemd puts what the unit's
+/// `LoadCredential=<name>:<source>` loaded), so the config never holds the path of a
+/// secret on disk and the unit decides where it comes from.
+pub fn credential_path(
+    key: &'static str,
+    value: &Path,
+    credentials: Option<impl AsRef<OsStr>>,
+) -> Result<PathBuf, Error> {
+    if value.is_absolute() {
+        return Ok(value.to_owned());
+    }
+    match credentials {
+        Some(dir) => Ok(Path::new(dir.as_ref()).join(value)),
+        None => Err(Error::NoCredentialsDirectory {
+            key,
+            name: value.to_owned(),
+        }),
+    }
 }
 
 /// `[report]`: how results are shown on Gitea.
@@ -266,7 +327,25 @@ impl Config {
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| PathBuf::from("."));
         config.check(path)?;
+        config.resolve_credentials(credentials_directory().as_deref());
         Ok(config)
+    }
+
+    /// Credential names become the files systemd put in `$CREDENTIALS_DIRECTORY`, so
+    /// a reader of `token_file` or `secret_file` gets the file. Without that variable a
+    /// name stays a name: the runner, which holds no credentials, needs none; the
+    /// poller asks [`GiteaConfig::token_path`], whose error names the fix.
+    fn resolve_credentials(&mut self, dir: Option<&OsStr>) {
+        if let Some(g) = &mut self.gitea
+            && let Ok(p) = credential_path("gitea.token_file", &g.token_file, dir)
+        {
+            g.token_file = p;
+        }
+        if let Some(w) = &mut self.webhook
+            && let Ok(p) = credential_path("webhook.secret_file", &w.secret_file, dir)
+        {
+            w.secret_file = p;
+        }
     }
 
     /// The built-in defaults, for `cc-ci run` without a config file.
@@ -385,5 +464,80 @@ mod tests {
         assert_eq!(c.runner.deadline_min, 60);
         assert_eq!(c.dir, dir.path().canonicalize().unwrap());
         assert_eq!(c.recipe_ci_dir("hello"), c.dir.join("recipes/hello"));
+    }
+
+    #[test]
+    fn absolute_credential_path_is_the_file() {
+        let p = credential_path("gitea.token_file", Path::new("/etc/t"), None::<&str>);
+        assert_eq!(p.unwrap(), PathBuf::from("/etc/t"));
+        let p = credential_path("gitea.token_file", Path::new("/etc/t"), Some("/run/c"));
+        assert_eq!(p.unwrap(), PathBuf::from("/etc/t"));
+    }
+
+    #[test]
+    fn credential_name_is_looked_up_in_the_credentials_directory() {
+        let p = credential_path(
+            "gitea.token_file",
+            Path::new("gitea-token"),
+            Some("/run/credentials/cc-ci-poller.service"),
+        );
+        assert_eq!(
+            p.unwrap(),
+            PathBuf::from("/run/credentials/cc-ci-poller.service/gitea-token")
+        );
+    }
+
+    #[test]
+    fn credential_name_without_credentials_directory_names_the_fix() {
+        let err = credential_path(
+            "webhook.secret_file",
+            Path::new("webhook-secret"),
+            None::<&str>,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("webhook.secret_file"), "{err}");
+        assert!(err.contains("$CREDENTIALS_DIRECTORY is unset"), "{err}");
+        assert!(
+            err.contains("LoadCredential=webhook-secret:/etc/cc-ci/credentials/webhook-secret"),
+            "{err}"
+        );
+        assert!(err.contains("absolute path"), "{err}");
+    }
+
+    /// A config naming credentials loads with or without `$CREDENTIALS_DIRECTORY`:
+    /// with it the names become its files; without it they stay names (the runner
+    /// needs none) and the poller's accessor gives the error.
+    #[test]
+    fn credential_names_resolve_against_the_credentials_directory() {
+        let text = "[gitea]\nurl = \"http://127.0.0.1:1\"\ntoken_file = \"gitea-token\"\n\
+                    bot_user = \"b\"\n[webhook]\nsecret_file = \"/etc/cc-ci/hook\"\n";
+        let parsed: Config = toml::from_str(text).unwrap();
+
+        let mut with = parsed.clone();
+        with.resolve_credentials(Some(OsStr::new("/run/credentials/cc-ci-poller.service")));
+        let g = with.gitea.unwrap();
+        assert_eq!(
+            g.token_file,
+            PathBuf::from("/run/credentials/cc-ci-poller.service/gitea-token")
+        );
+        assert_eq!(
+            g.token_path().unwrap(),
+            g.token_file,
+            "resolved once, stays"
+        );
+        assert_eq!(
+            with.webhook.unwrap().secret_file,
+            PathBuf::from("/etc/cc-ci/hook")
+        );
+
+        let mut without = parsed;
+        without.resolve_credentials(None);
+        let g = without.gitea.unwrap();
+        assert_eq!(g.token_file, PathBuf::from("gitea-token"));
+        let err = credential_path("gitea.token_file", &g.token_file, None::<&str>)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("LoadCredential=gitea-token:"), "{err}");
     }
 }

@@ -1,6 +1,7 @@
-# Shared by scripts/try and scripts/test: make this Debian machine able to run cc-ci.
-# Installs what is missing (as root), starts the Docker engine and a single-node swarm.
-# Sourced, not executed.
+# Shared by scripts/try, scripts/test and scripts/install: make this Debian machine
+# able to run cc-ci. Installs what is missing (as root), starts the Docker engine and a
+# single-node swarm with the network `proxy` of a Co-op Cloud server. Sourced, not
+# executed.
 
 ccci_log() { printf '==> %s\n' "$*" >&2; }
 ccci_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -100,6 +101,22 @@ ccci_ensure_swarm() {
     ccci_log "initialising a single-node swarm"
     docker swarm init --advertise-addr 127.0.0.1 >/dev/null
   fi
+  ccci_ensure_proxy_network
+}
+
+# The swarm network `proxy` as a Co-op Cloud server has it: an attachable overlay
+# (its traefik's; recipes attach their app service to it as an external network).
+ccci_ensure_proxy_network() {
+  local kind
+  if ! kind=$(docker network inspect --format '{{.Driver}} {{.Attachable}} {{.Scope}}' proxy 2>/dev/null); then
+    ccci_log "creating the swarm network proxy (overlay, attachable), as on a Co-op Cloud server"
+    # Another process may create it at the same moment: then it exists.
+    docker network create --driver overlay --attachable --scope swarm proxy >/dev/null 2>&1 || true
+    kind=$(docker network inspect --format '{{.Driver}} {{.Attachable}} {{.Scope}}' proxy 2>/dev/null) ||
+      ccci_die "cannot create the swarm network proxy: docker network create --driver overlay --attachable proxy"
+  fi
+  [ "$kind" = "overlay true swarm" ] || ccci_die "the network proxy is \"$kind\" (driver, attachable, \
+scope), not an attachable swarm overlay: remove it (docker network rm proxy) and run this again"
 }
 
 # The examples, ready to run: the example recipes built as git repositories (and
