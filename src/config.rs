@@ -172,7 +172,7 @@ pub struct PollConfig {
     pub start_timeout_s: u64,
     /// How a cycle finds repos with new comments: list each repo's comments, or ask
     /// Gitea's issue search once for recently updated pull requests.
-    pub discovery: Discovery,
+    pub discovery: DiscoveryMode,
     /// With `discovery = "search"`: every this many cycles, list every repo anyway
     /// (catches comment edits, which do not bump the pull request's update time).
     pub sweep_every: u64,
@@ -184,7 +184,7 @@ impl Default for PollConfig {
             interval_s: 30,
             lookback_s: 600,
             start_timeout_s: 600,
-            discovery: Discovery::PerRepo,
+            discovery: DiscoveryMode::PerRepo,
             sweep_every: 10,
         }
     }
@@ -192,7 +192,7 @@ impl Default for PollConfig {
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
-pub enum Discovery {
+pub enum DiscoveryMode {
     /// One `GET /repos/{o}/{r}/issues/comments?since=` per enrolled repo per cycle.
     PerRepo,
     /// One `GET /repos/issues/search?type=pulls&since=` per cycle, then listings only

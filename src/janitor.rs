@@ -100,6 +100,23 @@ fn run_results(runs_dir: &Path) -> Vec<(PathBuf, Results)> {
 /// decisions are applied or dropped. The swarm part needs `docker`; without it only
 /// files are decided.
 pub fn decide(config: &Config, docker: Option<&dyn Docker>) -> anyhow::Result<Vec<Decision>> {
+    let mut decisions = decide_apps(config, docker)?;
+    let scratch_dir = config.state.runtime_dir.join("runs");
+    decisions.extend(decide_scratch(&scratch_dir));
+    decisions.extend(decide_results(&config.state.dir.join("runs"), &scratch_dir));
+    Ok(decisions)
+}
+
+fn keep(what: String, why: String) -> Decision {
+    Decision {
+        action: Action::Keep { what },
+        why,
+        lock: None,
+    }
+}
+
+/// Rows 1 to 7: each recorded app's swarm objects and lock file.
+fn decide_apps(config: &Config, docker: Option<&dyn Docker>) -> anyhow::Result<Vec<Decision>> {
     let mut decisions = Vec::new();
     let locks_dir = config.state.runtime_dir.join("locks");
     let domains: Vec<String> = known_domains(config).into_iter().collect();
@@ -115,15 +132,15 @@ pub fn decide(config: &Config, docker: Option<&dyn Docker>) -> anyhow::Result<Ve
         if objects.is_empty() && !had_file {
             continue;
         }
+        let live = |holder: String| {
+            keep(
+                format!("app {domain}"),
+                format!("run {holder} holds its lock (live)"),
+            )
+        };
         let lock = match lock::probe(&path)? {
             Probe::Held { holder } => {
-                decisions.push(Decision {
-                    action: Action::Keep {
-                        what: format!("app {domain}"),
-                    },
-                    why: format!("run {holder} holds its lock (live)"),
-                    lock: None,
-                });
+                decisions.push(live(holder));
                 continue;
             }
             Probe::Taken(lock) => lock,
@@ -132,13 +149,7 @@ pub fn decide(config: &Config, docker: Option<&dyn Docker>) -> anyhow::Result<Ve
                 match lock::acquire(&path, "janitor", Duration::ZERO, |_| {}, || false) {
                     Ok(lock) => lock,
                     Err(lock::Error::Timeout { holder, .. }) => {
-                        decisions.push(Decision {
-                            action: Action::Keep {
-                                what: format!("app {domain}"),
-                            },
-                            why: format!("run {holder} took its lock just now (live)"),
-                            lock: None,
-                        });
+                        decisions.push(live(holder));
                         continue;
                     }
                     Err(e) => return Err(e.into()),
@@ -167,41 +178,46 @@ pub fn decide(config: &Config, docker: Option<&dyn Docker>) -> anyhow::Result<Ve
             lock: Some(lock),
         });
     }
-    let scratch_dir = config.state.runtime_dir.join("runs");
-    for (dir, domain) in reap::dead_scratch(&scratch_dir, None) {
-        decisions.push(Decision {
+    Ok(decisions)
+}
+
+/// Rows 8 to 11: scratch dirs (with their `ABRA_DIR`) of runs that are gone.
+fn decide_scratch(scratch_dir: &Path) -> Vec<Decision> {
+    reap::dead_scratch(scratch_dir, None)
+        .into_iter()
+        .map(|(dir, domain)| Decision {
             action: Action::RemoveScratch { dir },
             why: match domain {
                 Some(d) => format!("its run of {d} holds no lock (gone)"),
                 None => "never marked by its run, and older than 10 minutes".into(),
             },
             lock: None,
-        });
-    }
-    for (path, results) in run_results(&config.state.dir.join("runs")) {
-        if results.status != RunStatus::Running {
-            continue;
-        }
-        let scratch = scratch_dir.join(&results.run_id);
-        match reap::scratch_state(&scratch) {
-            ScratchState::Live => decisions.push(Decision {
-                action: Action::Keep {
-                    what: format!("run {}", results.run_id),
+        })
+        .collect()
+}
+
+/// Rows 12 and 13: results.json that say `running`, whose runner may be gone.
+fn decide_results(runs_dir: &Path, scratch_dir: &Path) -> Vec<Decision> {
+    run_results(runs_dir)
+        .into_iter()
+        .filter(|(_, r)| r.status == RunStatus::Running)
+        .map(
+            |(path, results)| match reap::scratch_state(&scratch_dir.join(&results.run_id)) {
+                ScratchState::Live => keep(
+                    format!("run {}", results.run_id),
+                    "its runner is alive".into(),
+                ),
+                _ => Decision {
+                    action: Action::MarkDead {
+                        results: path,
+                        run_id: results.run_id,
+                    },
+                    why: "results.json says running but its runner holds no lock".into(),
+                    lock: None,
                 },
-                why: "its runner is alive".into(),
-                lock: None,
-            }),
-            _ => decisions.push(Decision {
-                action: Action::MarkDead {
-                    results: path,
-                    run_id: results.run_id,
-                },
-                why: "results.json says running but its runner holds no lock".into(),
-                lock: None,
-            }),
-        }
-    }
-    Ok(decisions)
+            },
+        )
+        .collect()
 }
 
 /// Carry out one decision; what it could not do comes back as an error message.

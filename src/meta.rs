@@ -27,6 +27,11 @@ pub struct RecipeMeta {
     /// Extra `KEY=value` lines set in the app's env file after `abra app new`.
     #[serde(default)]
     pub APP_ENV: BTreeMap<String, String>,
+    /// What the compose policy allows, per service: `docker-socket`, `bind:<host
+    /// path>`, `host-network`, `host-pid`, `host-ipc`, `privileged`, `cap:<NAME>`,
+    /// `device:<host path>` (e.g. `POLICY_ALLOW = { bot = ["docker-socket"] }`).
+    #[serde(default)]
+    pub POLICY_ALLOW: BTreeMap<String, Vec<String>>,
 }
 
 impl RecipeMeta {
@@ -48,6 +53,13 @@ impl RecipeMeta {
         self.TEST_TIMEOUT_S.unwrap_or(300)
     }
 
+    /// Whether the compose policy allows `token` for `service`.
+    pub fn allows(&self, service: &str, token: &str) -> bool {
+        self.POLICY_ALLOW
+            .get(service)
+            .is_some_and(|t| t.iter().any(|a| a == token))
+    }
+
     /// `DATA_SERVICE` and `DATA_PATH` come together or not at all.
     pub fn data_probe(&self) -> Option<(&str, &str)> {
         match (&self.DATA_SERVICE, &self.DATA_PATH) {
@@ -65,6 +77,18 @@ impl RecipeMeta {
             return Err(format!(
                 "DATA_PATH {p:?} must be an absolute path in the container"
             ));
+        }
+        for (service, tokens) in &self.POLICY_ALLOW {
+            if let Some(bad) = tokens
+                .iter()
+                .find(|t| !crate::runner::policy::valid_allow_token(t))
+            {
+                return Err(format!(
+                    "POLICY_ALLOW.{service} entry {bad:?} is not one of \"docker-socket\", \
+                     \"bind:<host path>\", \"host-network\", \"host-pid\", \"host-ipc\", \
+                     \"privileged\", \"cap:<NAME>\", \"device:<host path>\""
+                ));
+            }
         }
         for key in self.APP_ENV.keys() {
             let ok = !key.is_empty()
@@ -125,5 +149,16 @@ mod tests {
         assert!(m.validate().is_ok());
         m.APP_ENV.insert("1BAD".into(), "x".into());
         assert!(m.validate().is_err());
+        m.APP_ENV.clear();
+        m.POLICY_ALLOW
+            .insert("bot".into(), vec!["docker-socket".into()]);
+        assert!(m.validate().is_ok());
+        assert!(m.allows("bot", "docker-socket") && !m.allows("app", "docker-socket"));
+        m.POLICY_ALLOW.insert("app".into(), vec!["socket".into()]);
+        assert!(
+            m.validate()
+                .unwrap_err()
+                .contains("POLICY_ALLOW.app entry \"socket\"")
+        );
     }
 }

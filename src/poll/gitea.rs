@@ -4,6 +4,7 @@
 //! Redirects are never followed: the token must not travel to another host, and the
 //! org-membership endpoint answers 303 when the bot cannot see private members.
 //! The token is sent only in the `Authorization` header and never logged.
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -63,6 +64,37 @@ impl Error {
             _ => None,
         }
     }
+    /// A 4xx other than 429 will not get better by retrying (locked issue, archived repo).
+    pub fn is_permanent(&self) -> bool {
+        self.status().is_some_and(|s| (400..500).contains(&s))
+    }
+    /// Gitea did not answer at all (down, reset, timeout).
+    pub fn is_transport(&self) -> bool {
+        matches!(self, Error::Transport { .. })
+    }
+}
+
+/// Whether a page of `n` items is the last, `received` items so far in all, given
+/// Gitea's `X-Total-Count`. With a total, count what came: an instance whose
+/// `MAX_RESPONSE_ITEMS` is below our `limit` sends full pages shorter than asked for.
+/// Without one, a short page is the last.
+pub fn last_page(n: usize, received: usize, total: Option<u64>) -> bool {
+    match total {
+        Some(t) => n == 0 || received as u64 >= t,
+        None => n < PAGE_LIMIT,
+    }
+}
+
+/// A time for Gitea's `since`/`before` parameters (RFC 3339, whole seconds).
+pub fn since(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A time as Gitea writes it (RFC 3339), or `None`.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// An API token; its `Debug` never shows the value.

@@ -67,6 +67,27 @@ pub struct RunRecord {
     pub done: bool,
 }
 
+impl RunRecord {
+    /// The record of a run just requested: nothing launched or reported yet.
+    pub fn requested(req: &RunRequest) -> RunRecord {
+        RunRecord {
+            run_id: req.run_id.clone(),
+            repo: req.repo.clone(),
+            pr: req.pr,
+            sha: req.sha.clone(),
+            comment_id: req.comment_id,
+            requested_at: Some(req.requested_at.clone()),
+            ..RunRecord::default()
+        }
+    }
+}
+
+/// A time for the ledger's own records: milliseconds, so that a start timeout measured
+/// from it is not shortened by up to a second of truncation.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
     Run(String),

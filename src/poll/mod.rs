@@ -1,17 +1,23 @@
 //! The poller (`cc-ci poll`): `!testme` on a Gitea pull request starts a run, and the
 //! run's results are reported back as a commit status and one PR comment.
 //!
-//! One module per concept: [`gitea`] (the REST client), [`trigger`] (comment
-//! parsing), [`auth`] (who may trigger), [`ledger`] (exactly-once bookkeeping),
-//! [`launch`] (starting the runner), [`report`] (results to status and comment),
-//! [`webhook`] (the optional push path) and [`service`] (the loop and systemd).
+//! One module per concept, in the order a comment meets them: [`service`] (the loop
+//! and systemd), [`discovery`] (which repos a cycle lists), [`comments`] (listing a
+//! repo's new comments), [`trigger`] (whether a comment asks for a run), [`triggers`]
+//! (the pipeline: authorize → dedupe → request → launch), [`auth`] (who may trigger),
+//! [`ledger`] (exactly-once bookkeeping), [`launch`] (starting the runner),
+//! [`report`] (what status and comment a run asks for); [`gitea`] is the REST client
+//! and [`webhook`] the optional push path.
 pub mod auth;
+pub mod comments;
+pub mod discovery;
 pub mod gitea;
 pub mod launch;
 pub mod ledger;
 pub mod report;
 pub mod service;
 pub mod trigger;
+pub mod triggers;
 pub mod webhook;
 
 use anyhow::Context;

@@ -1,9 +1,212 @@
 //! What a run looks like on Gitea: a commit status on the PR head and one PR comment,
 //! both derived from the runner's `results.json` (and `report.md` at the end).
 //!
-//! Pure functions from results to the wanted status and comment body; the service
-//! posts only what changed since the last cycle.
+//! [`Observed::read`] reads what the runner left; everything else here is a pure
+//! decision: [`view`] (what the run looks like now), [`wanted`] (which status and
+//! comment body that asks for, given what the ledger says was last posted) and the
+//! texts themselves. The service posts only what [`wanted`] returns.
+use super::gitea::StatusOption;
+use super::ledger::RunRecord;
 use crate::results::{Cause, Results, RunStatus, TierStatus, table};
+use chrono::{DateTime, Utc};
+use sha2::Digest;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+/// How long a finished `results.json` may wait for its `report.md` (the runner writes
+/// it right after) before the run is reported without it.
+const REPORT_MD_GRACE: Duration = Duration::from_secs(30);
+
+/// What the runner has left in its run directory, as the reporter sees it.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub results: Option<Results>,
+    /// `results.json` is there but cannot be parsed: why.
+    pub unreadable: Option<String>,
+    /// Time since `results.json` was last written (zero when there is none).
+    pub results_age: Duration,
+    /// The runner's final `report.md`, read once the results say the run finished.
+    pub report_md: Option<String>,
+}
+
+impl Observed {
+    pub fn read(run_dir: &Path) -> Observed {
+        let results_path = run_dir.join("results.json");
+        let mut observed = Observed {
+            results_age: age(&results_path),
+            ..Observed::default()
+        };
+        if let Ok(bytes) = std::fs::read(&results_path) {
+            match serde_json::from_slice::<Results>(&bytes) {
+                Ok(r) => observed.results = Some(r),
+                Err(e) => observed.unreadable = Some(e.to_string()),
+            }
+        }
+        if observed.results.as_ref().is_some_and(Results::finished) {
+            observed.report_md = std::fs::read_to_string(run_dir.join("report.md")).ok();
+        }
+        observed
+    }
+}
+
+fn age(path: &Path) -> Duration {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default()
+}
+
+/// What run `rec` looks like at `now`, given what its runner left (`observed`), the
+/// start timeout, and whether its runner is still alive (asked only when it matters:
+/// it may cost a `systemctl` call).
+pub fn view<'a>(
+    rec: &RunRecord,
+    observed: &'a Observed,
+    timeout: Duration,
+    now: DateTime<Utc>,
+    mut runner_alive: impl FnMut() -> bool,
+) -> View<'a> {
+    let since = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(super::gitea::parse_time)
+            .map(|t| (now - t).to_std().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    match &observed.results {
+        Some(r) if r.finished() || observed.results_age <= timeout || runner_alive() => {
+            View::Results(r)
+        }
+        Some(_) => View::Lost("runner stopped without finishing its results".into()),
+        None if rec.launched_at.is_none() => {
+            if since(&rec.requested_at) > timeout {
+                View::Lost(format!(
+                    "runner could not be started within {}s",
+                    timeout.as_secs()
+                ))
+            } else {
+                View::Starting
+            }
+        }
+        None => {
+            if since(&rec.launched_at) > timeout && !runner_alive() {
+                View::Lost(match &observed.unreadable {
+                    Some(e) => format!("the runner's results.json is unreadable: {e}"),
+                    None => format!(
+                        "runner did not start/produce results within {}s",
+                        timeout.as_secs()
+                    ),
+                })
+            } else {
+                View::Starting
+            }
+        }
+    }
+}
+
+/// Whether `view` is the run's last word: nothing will change after it is posted.
+pub fn is_final(view: &View) -> bool {
+    match view {
+        View::Lost(_) => true,
+        View::Results(r) => r.finished(),
+        View::Starting => false,
+    }
+}
+
+/// A commit status to post, and the key the ledger keeps to know it was posted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusUpdate {
+    pub status: StatusOption,
+    pub key: String,
+}
+
+/// A PR comment body to post (or edit in), and the digest the ledger keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommentUpdate {
+    pub body: String,
+    pub digest: String,
+}
+
+/// What one run asks of Gitea now: only what differs from what was last posted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub state: &'static str,
+    pub status: Option<StatusUpdate>,
+    /// `None` when the run has no pull request or the body is unchanged.
+    pub comment: Option<CommentUpdate>,
+    /// This is the final report: once posted, the run is done.
+    pub finished: bool,
+}
+
+/// Where a run is shown on Gitea.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The run page (`<report.base_url>/<run-id>/`), if there is one.
+    pub run_url: Option<&'a str>,
+    /// The commit status context.
+    pub context: &'a str,
+    /// An earlier unfinished run of the same pull request (it holds the app's lock).
+    pub queued_behind: Option<&'a str>,
+}
+
+/// The status and comment that `view` asks for, leaving out what `rec` says was posted
+/// already; `None` while a finished run's `report.md` is still being written.
+pub fn wanted(rec: &RunRecord, view: &View, observed: &Observed, to: Target) -> Option<Wanted> {
+    let finished = is_final(view);
+    if finished
+        && observed.report_md.is_none()
+        && matches!(view, View::Results(_))
+        && observed.results_age < REPORT_MD_GRACE
+    {
+        return None;
+    }
+    let (state, description) = commit_status(view);
+    let key = format!("{state}|{description}");
+    let status = (rec.last_status.as_deref() != Some(&key)).then(|| StatusUpdate {
+        status: StatusOption {
+            state: state.into(),
+            target_url: to.run_url.unwrap_or_default().to_string(),
+            description,
+            context: to.context.to_string(),
+        },
+        key,
+    });
+    let comment = rec.pr.and_then(|_| {
+        let body = comment_body(
+            &rec.run_id,
+            &rec.sha,
+            view,
+            observed.report_md.as_deref(),
+            to.run_url,
+            to.queued_behind,
+        );
+        let digest = hex::encode(sha2::Sha256::digest(body.as_bytes()));
+        (rec.last_body.as_deref() != Some(&digest)).then_some(CommentUpdate { body, digest })
+    });
+    Some(Wanted {
+        state,
+        status,
+        comment,
+        finished,
+    })
+}
+
+/// The earliest other unfinished run of the same pull request that was requested before
+/// `rec`, if any: it holds the app's lock, so `rec` waits for it.
+pub fn queued_behind<'a>(open: &'a [RunRecord], rec: &RunRecord) -> Option<&'a str> {
+    open.iter()
+        .find(|o| o.repo == rec.repo && o.pr == rec.pr && earlier(o, rec))
+        .map(|o| o.run_id.as_str())
+}
+
+/// Whether run `a` was requested before run `b` (run ids order only to the second;
+/// Gitea comment ids increase).
+fn earlier(a: &RunRecord, b: &RunRecord) -> bool {
+    match (a.comment_id, b.comment_id) {
+        (Some(x), Some(y)) => x < y,
+        _ => a.run_id < b.run_id,
+    }
+}
 
 /// A marker in every comment the bot posts about a run, so a comment created just
 /// before a crash is recognised (and reused) instead of duplicated.
@@ -50,6 +253,10 @@ pub fn commit_status(view: &View) -> (&'static str, String) {
             }
             if r.cancelled() {
                 return ("error", format!("cancelled, {level}"));
+            }
+            if r.cause == Some(Cause::Policy) {
+                // The pull request asks the host for what the operator did not allow.
+                return ("failure", "refused by the compose policy, nothing deployed".into());
             }
             let tier_failed = r.tiers.iter().any(|t| t.status == TierStatus::Failed);
             let broken = r.invariants.broken();
@@ -208,6 +415,16 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_refusal_is_the_pull_requests_failure() {
+        let mut r = base(RunStatus::Error, Some(Cause::Policy), &[]);
+        r.level = 0;
+        assert_eq!(
+            commit_status(&View::Results(&r)),
+            ("failure", "refused by the compose policy, nothing deployed".into())
+        );
+    }
+
+    #[test]
     fn maps_results_to_commit_status() {
         use Cause::*;
         use RunStatus::*;
@@ -287,5 +504,144 @@ mod tests {
         );
         assert_eq!(marked_refusal("nothing"), None);
         assert_eq!(marked_run("x"), None);
+    }
+
+    fn record(run_id: &str, comment_id: u64) -> RunRecord {
+        RunRecord {
+            run_id: run_id.into(),
+            repo: "o/r".into(),
+            pr: Some(7),
+            sha: "a".repeat(40),
+            comment_id: Some(comment_id),
+            requested_at: Some("2026-01-01T00:00:00.000Z".into()),
+            launched_at: Some("2026-01-01T00:00:01.000Z".into()),
+            ..RunRecord::default()
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        super::super::gitea::parse_time(s).unwrap()
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn a_running_run_is_lost_only_when_stale_and_its_runner_is_gone() {
+        let rec = record("r1", 1);
+        let running = Observed {
+            results: Some(base(RunStatus::Running, None, &[])),
+            results_age: Duration::from_secs(5),
+            ..Observed::default()
+        };
+        let now = at("2026-01-01T01:00:00Z");
+        let mut asked = 0;
+        let v = view(&rec, &running, TIMEOUT, now, || {
+            asked += 1;
+            false
+        });
+        assert!(matches!(v, View::Results(_)));
+        assert_eq!(asked, 0, "a fresh results.json needs no liveness check");
+        let stale = Observed {
+            results_age: Duration::from_secs(601),
+            ..running
+        };
+        assert!(matches!(
+            view(&rec, &stale, TIMEOUT, now, || true),
+            View::Results(_)
+        ));
+        assert!(matches!(
+            view(&rec, &stale, TIMEOUT, now, || false),
+            View::Lost(why) if why.contains("without finishing")
+        ));
+    }
+
+    #[test]
+    fn no_results_is_starting_until_the_timeout() {
+        let mut rec = record("r1", 1);
+        let none = Observed::default();
+        let soon = at("2026-01-01T00:05:00Z");
+        let late = at("2026-01-01T00:20:00Z");
+        assert!(matches!(
+            view(&rec, &none, TIMEOUT, soon, || false),
+            View::Starting
+        ));
+        assert!(matches!(
+            view(&rec, &none, TIMEOUT, late, || true),
+            View::Starting
+        ));
+        assert!(matches!(
+            view(&rec, &none, TIMEOUT, late, || false),
+            View::Lost(why) if why.contains("did not start/produce results")
+        ));
+        let unreadable = Observed {
+            unreadable: Some("expected value".into()),
+            ..Observed::default()
+        };
+        assert!(matches!(
+            view(&rec, &unreadable, TIMEOUT, late, || false),
+            View::Lost(why) if why.contains("unreadable: expected value")
+        ));
+        rec.launched_at = None;
+        assert!(matches!(
+            view(&rec, &none, TIMEOUT, late, || true),
+            View::Lost(why) if why.contains("could not be started within 600s")
+        ));
+    }
+
+    #[test]
+    fn wanted_leaves_out_what_was_posted_and_waits_for_report_md() {
+        let target = Target {
+            run_url: Some("https://ci.example.org/runs/r1/"),
+            context: "cc-ci",
+            queued_behind: None,
+        };
+        let mut rec = record("r1", 1);
+        let none = Observed::default();
+        let w = wanted(&rec, &View::Starting, &none, target).unwrap();
+        let status = w.status.unwrap();
+        assert_eq!(status.status.state, "pending");
+        assert_eq!(status.status.target_url, "https://ci.example.org/runs/r1/");
+        let comment = w.comment.unwrap();
+        assert!(!w.finished);
+        rec.last_status = Some(status.key);
+        rec.last_body = Some(comment.digest);
+        let again = wanted(&rec, &View::Starting, &none, target).unwrap();
+        assert_eq!(
+            (again.status, again.comment),
+            (None, None),
+            "nothing changed"
+        );
+
+        let done = Observed {
+            results: Some(base(RunStatus::Completed, None, &[])),
+            results_age: Duration::from_secs(1),
+            ..Observed::default()
+        };
+        let v = View::Results(done.results.as_ref().unwrap());
+        assert_eq!(
+            wanted(&rec, &v, &done, target),
+            None,
+            "report.md is on its way"
+        );
+        let old = Observed {
+            results_age: Duration::from_secs(31),
+            ..done
+        };
+        let v = View::Results(old.results.as_ref().unwrap());
+        let w = wanted(&rec, &v, &old, target).unwrap();
+        assert!(w.finished);
+        assert_eq!(w.state, "success");
+        rec.pr = None;
+        assert_eq!(wanted(&rec, &v, &old, target).unwrap().comment, None);
+    }
+
+    #[test]
+    fn a_run_queues_behind_the_earlier_comment_of_its_pull_request() {
+        let open = [record("r2", 5), record("r1", 9), record("r3", 3)];
+        let mut other_pr = record("r0", 1);
+        other_pr.pr = Some(8);
+        let all = [vec![other_pr], open.to_vec()].concat();
+        assert_eq!(queued_behind(&all, &open[0]), Some("r3"));
+        assert_eq!(queued_behind(&all, &open[2]), None);
     }
 }

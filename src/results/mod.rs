@@ -38,6 +38,8 @@ pub enum Cause {
     Cancelled,
     /// cc-ci itself failed.
     Harness,
+    /// The compose policy refused what the recipe asks of the host; nothing deployed.
+    Policy,
 }
 
 impl Cause {
@@ -48,6 +50,7 @@ impl Cause {
             Cause::Timeout => "timeout",
             Cause::Cancelled => "cancelled",
             Cause::Harness => "harness",
+            Cause::Policy => "policy",
         }
     }
 }

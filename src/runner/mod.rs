@@ -6,6 +6,7 @@ pub mod abra;
 pub mod artifacts;
 pub mod engine;
 pub mod ladder;
+pub mod policy;
 pub mod recipe;
 pub mod run;
 pub mod swarm;

@@ -308,6 +308,23 @@ impl Checkout {
         .ok()
     }
 
+    /// The compose files of the recipe at `commit` (top-level `compose*.yml`, `.yaml`
+    /// and `docker-compose*`), with their text: every file a deploy of that commit
+    /// could use, whatever `COMPOSE_FILE` selects.
+    pub fn compose_files(&self, commit: &str) -> Result<Vec<(String, String)>> {
+        let names = git(&self.dir, &["ls-tree", "--name-only", commit])?;
+        let mut files = Vec::new();
+        for name in names.lines() {
+            let compose = (name.starts_with("compose") || name.starts_with("docker-compose"))
+                && (name.ends_with(".yml") || name.ends_with(".yaml"));
+            if compose {
+                let text = git(&self.dir, &["show", &format!("{commit}:{name}")])?;
+                files.push((name.to_string(), text));
+            }
+        }
+        Ok(files)
+    }
+
     /// Copy the tracked `tests/` directory at `commit` into `dest` (`dest/tests/`, the
     /// snapshot the custom tier runs, so later checkouts cannot change it). Returns
     /// false if the recipe has no `tests/` at that commit.

@@ -4,6 +4,7 @@
 //! CI meta, and how its children run (the executor with its deadline and secrets).
 use super::abra::Abra;
 use super::engine::Real;
+use super::policy;
 use super::recipe::{self, Checkout};
 use super::swarm;
 use crate::cli::RunArgs;
@@ -212,11 +213,19 @@ impl Run {
     }
 
     /// The run could not be carried out: record why (no tier ran, so no tier's cause
-    /// applies, unless the run was stopped), drop the scratch dir, hand the error on.
+    /// applies, unless the run was stopped or the compose policy refused it), drop the
+    /// scratch dir, hand the error on.
     pub fn fail(&self, err: anyhow::Error) -> anyhow::Error {
         self.progress().finish();
         self.exec.note(&format!("error: {err:#}"));
-        let cause = self.exec.stop.check().map(Cause::from);
+        let refused = matches!(
+            err.downcast_ref::<policy::Error>(),
+            Some(policy::Error::Refused(_))
+        );
+        let cause = match self.exec.stop.check() {
+            Some(stop) => Some(Cause::from(stop)),
+            None => refused.then_some(Cause::Policy),
+        };
         let mut results = self.results.borrow_mut();
         results.cause = cause;
         results.record_error(format!("{err:#}"), &self.results_path());
@@ -311,6 +320,13 @@ impl Run {
         let upgrade_base_commit = checkout.resolve(&upgrade_base)?;
         self.exec
             .note(&format!("testing {sha}; upgrade base {upgrade_base}"));
+        self.check_policy(
+            &checkout,
+            &[
+                (&sha, "the tested commit"),
+                (&upgrade_base_commit, &upgrade_base),
+            ],
+        )?;
         self.record(|r| {
             r.sha = sha.clone();
             r.upgrade_base = Some(upgrade_base.clone());
@@ -324,6 +340,31 @@ impl Run {
                 upgrade_base_commit,
             },
         ))
+    }
+
+    /// The compose policy, before anything is deployed: every compose file at each of
+    /// `commits` and the CI overlay. A refusal names each service, setting and the
+    /// meta key that would allow it.
+    fn check_policy(&self, checkout: &Checkout, commits: &[(&str, &str)]) -> anyhow::Result<()> {
+        let allowed = |service: &str, token: &str| self.meta.allows(service, token);
+        let mut refused = Vec::new();
+        for (commit, name) in commits {
+            for (file, text) in checkout.compose_files(commit)? {
+                refused.extend(policy::check(&format!("{file} at {name}"), &text, allowed)?);
+            }
+        }
+        let overlay = self.ci_dir.join(super::engine::OVERLAY);
+        if let Ok(text) = std::fs::read_to_string(&overlay) {
+            refused.extend(policy::check(
+                &overlay.display().to_string(),
+                &text,
+                allowed,
+            )?);
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(policy::Error::Refused(refused).into())
     }
 
     /// The production engine for this run's app.
