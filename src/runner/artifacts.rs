@@ -23,7 +23,7 @@ pub fn publish(run: &Run, tests: &[TestCaseResult]) -> anyhow::Result<()> {
         &run.artifacts.join("timing.json"),
         self::timing(&timing, run.started.elapsed()).as_bytes(),
     )
-    .context("writing timing.json")
+    .with_context(|| run.cannot_write("timing.json"))
     .and_then(|()| write_final(run, tests));
     run.progress().finish();
     if let Err(err) = written {
@@ -43,13 +43,14 @@ fn write_final(run: &Run, tests: &[TestCaseResult]) -> anyhow::Result<()> {
     let dir = &run.artifacts;
     let write = |name: &str, text: String| {
         crate::atomic::write(&dir.join(name), text.as_bytes())
-            .with_context(|| format!("writing {name}"))
+            .with_context(|| run.cannot_write(name))
     };
     let results = run.results();
     write("junit.xml", junit(&results, tests))?;
     write("badge.svg", badge(&results))?;
     write("report.md", report(&results))?;
-    run.record(|_| ()).context("writing results.json")?;
+    run.record(|_| ())
+        .with_context(|| run.cannot_write("results.json"))?;
     // The leak scan covers every artifact, results.json included; its verdict goes
     // into results.json, report.md and the badge, which are rewritten.
     let hits = scan_for_secrets(dir, &run.exec.masker());
@@ -62,7 +63,8 @@ fn write_final(run: &Run, tests: &[TestCaseResult]) -> anyhow::Result<()> {
         run.amend(|r| r.invariants.no_secret_leak = false);
         write("report.md", report(&run.results()))?;
     }
-    run.record(|_| ()).context("writing results.json")?;
+    run.record(|_| ())
+        .with_context(|| run.cannot_write("results.json"))?;
     Ok(())
 }
 

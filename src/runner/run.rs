@@ -174,9 +174,19 @@ impl Run {
         // Written before anything is locked or deployed: whatever this run will leave
         // on the swarm is then traceable to it (the janitor reads the app domain here).
         run.record(|_| ())
-            .context("writing results.json")
+            .with_context(|| run.cannot_write("results.json"))
             .map_err(|e| run.fail(e))?;
         Ok(run)
+    }
+
+    /// What to say when a file of the run's artifact dir cannot be written: its path,
+    /// and the fix (a full disk is the usual reason).
+    pub fn cannot_write(&self, name: &str) -> String {
+        format!(
+            "cannot write {}; make room under {} (is the disk full?) and run again",
+            self.artifacts.join(name).display(),
+            self.artifacts.parent().unwrap_or(&self.artifacts).display()
+        )
     }
 
     pub fn results_path(&self) -> PathBuf {
@@ -331,7 +341,7 @@ impl Run {
             r.sha = sha.clone();
             r.upgrade_base = Some(upgrade_base.clone());
         })
-        .context("writing results.json")?;
+        .with_context(|| self.cannot_write("results.json"))?;
         Ok((
             checkout,
             Tested {
