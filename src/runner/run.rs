@@ -532,8 +532,8 @@ fn load_meta(ci_dir: &Path) -> anyhow::Result<RecipeMeta> {
 /// children read it.
 fn ci_credentials(config: &Config) -> Vec<Vec<u8>> {
     let files = [
-        config.gitea.as_ref().map(|g| g.token_file.as_path()),
-        config.webhook.as_ref().map(|w| w.secret_file.as_path()),
+        config.gitea.as_ref().and_then(|g| g.token_path().ok()),
+        config.webhook.as_ref().and_then(|w| w.secret_path().ok()),
     ];
     files
         .into_iter()
