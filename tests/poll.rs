@@ -28,6 +28,11 @@ impl Setup {
         Self::with_url(repos, extra, None)
     }
 
+    /// A setup whose `[poll]` has `discovery = "<mode>"` (merged into `extra`'s `[poll]`).
+    fn in_mode(mode: &str, repos: &[&str], extra: &str) -> Setup {
+        Self::new(repos, &with_discovery(mode, extra))
+    }
+
     fn with_url(repos: &[&str], extra: &str, url: Option<&str>) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let gitea = GiteaDouble::start(TOKEN, BOT);
@@ -120,6 +125,43 @@ base_url = "https://ci.example.org/runs"
     }
 }
 
+/// `extra` config lines with `discovery = "<mode>"` in their `[poll]` table.
+fn with_discovery(mode: &str, extra: &str) -> String {
+    let line = format!("discovery = \"{mode}\"\n");
+    if extra.contains("[poll]\n") {
+        extra.replacen("[poll]\n", &format!("[poll]\n{line}"), 1)
+    } else {
+        format!("[poll]\n{line}\n{extra}")
+    }
+}
+
+/// A test run once per discovery mode, as `<name>::per_repo`, `<name>::search` and
+/// `<name>::notifications`: what it asserts holds whichever way comments are found.
+macro_rules! in_every_mode {
+    (fn $name:ident($mode:ident) $body:block) => {
+        mod $name {
+            use super::*;
+
+            fn run($mode: &str) $body
+
+            #[test]
+            fn per_repo() {
+                run("per-repo")
+            }
+
+            #[test]
+            fn search() {
+                run("search")
+            }
+
+            #[test]
+            fn notifications() {
+                run("notifications")
+            }
+        }
+    };
+}
+
 fn read_lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -162,9 +204,8 @@ fn results(
 
 // ---------------------------------------------------------------- triggers
 
-#[test]
-fn member_trigger_starts_exactly_one_run_and_reports_pending() {
-    let s = Setup::new(&["recipe-maintainers/ghost"], "");
+in_every_mode!(fn member_trigger_starts_exactly_one_run_and_reports_pending(mode) {
+    let s = Setup::in_mode(mode, &["recipe-maintainers/ghost"], "");
     s.gitea.add_pull("recipe-maintainers/ghost", 7, SHA);
     let id = s.gitea.comment(
         "recipe-maintainers/ghost",
@@ -230,12 +271,11 @@ fn member_trigger_starts_exactly_one_run_and_reports_pending() {
         1
     );
     assert_eq!(s.gitea.statuses().len(), 1);
-}
+});
 
-#[test]
-fn second_trigger_on_same_pr_queues_and_says_so() {
+in_every_mode!(fn second_trigger_on_same_pr_queues_and_says_so(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.add_pull(repo, 7, SHA);
     s.gitea.comment(repo, 7, "alice", "!testme");
     let mut p = s.poller();
@@ -258,12 +298,11 @@ fn second_trigger_on_same_pr_queues_and_says_so() {
         "{}",
         bot[1].body
     );
-}
+});
 
-#[test]
-fn failing_pr_lookup_does_not_block_other_triggers_and_is_retried() {
+in_every_mode!(fn failing_pr_lookup_does_not_block_other_triggers_and_is_retried(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.add_pull(repo, 1, SHA);
     s.gitea.add_pull(repo, 2, SHA);
     s.gitea.comment(repo, 1, "alice", "!testme");
@@ -278,12 +317,12 @@ fn failing_pr_lookup_does_not_block_other_triggers_and_is_retried() {
     );
     p.cycle();
     assert_eq!(s.requests().len(), 2);
-}
+});
 
 #[test]
 fn non_triggers_do_not_start_runs() {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode("per-repo", &[repo], "");
     s.gitea.add_pull(repo, 1, SHA);
     s.gitea.comment_at(
         repo,
@@ -309,21 +348,19 @@ fn non_triggers_do_not_start_runs() {
     );
 }
 
-#[test]
-fn old_comments_before_enrollment_lookback_are_ignored() {
+in_every_mode!(fn old_comments_before_enrollment_lookback_are_ignored(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "[poll]\nlookback_s = 60\n");
+    let s = Setup::in_mode(mode, &[repo], "[poll]\nlookback_s = 60\n");
     s.gitea.add_pull(repo, 1, SHA);
     let old = support::gitea_double::now_secs() - chrono::Duration::hours(2);
     s.gitea.comment_at(repo, 1, true, "alice", "!testme", old);
     s.poller().cycle();
     assert!(s.requests().is_empty());
-}
+});
 
-#[test]
-fn unauthorized_trigger_gets_one_reply_and_no_run() {
+in_every_mode!(fn unauthorized_trigger_gets_one_reply_and_no_run(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.add_pull(repo, 3, SHA);
     let id = s.gitea.comment(repo, 3, "mallory", "!testme");
     let mut p = s.poller();
@@ -338,23 +375,21 @@ fn unauthorized_trigger_gets_one_reply_and_no_run() {
     assert!(replies[0].body.contains("@mallory"));
     assert!(replies[0].body.contains(&format!("refused={id}")));
     assert_eq!(replies[0].pr, Some(3));
-}
+});
 
-#[test]
-fn allowlisted_non_member_may_trigger() {
+in_every_mode!(fn allowlisted_non_member_may_trigger(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.add_pull(repo, 3, SHA);
     s.gitea.comment(repo, 3, "Friend", "!testme");
     s.poller().cycle();
     assert_eq!(s.requests().len(), 1);
     assert_eq!(s.requests()[0].requested_by, "Friend");
-}
+});
 
-#[test]
-fn bot_outside_org_sees_303_and_denies() {
+in_every_mode!(fn bot_outside_org_sees_303_and_denies(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.state.lock().unwrap().bot_in_org = false;
     s.gitea.add_pull(repo, 3, SHA);
     s.gitea.comment(repo, 3, "alice", "!testme");
@@ -364,12 +399,11 @@ fn bot_outside_org_sees_303_and_denies() {
         "303 is not membership and is not followed"
     );
     assert!(!s.gitea.log().iter().any(|l| l.contains("public_members")));
-}
+});
 
-#[test]
-fn pages_through_all_comments_with_explicit_page_and_limit() {
+in_every_mode!(fn pages_through_all_comments_with_explicit_page_and_limit(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.add_pull(repo, 1, SHA);
     for i in 0..120 {
         s.gitea.comment(repo, 1, "bob", &format!("chatter {i}"));
@@ -394,13 +428,12 @@ fn pages_through_all_comments_with_explicit_page_and_limit() {
         );
     }
     assert_eq!(s.requests().len(), 1);
-}
+});
 
-#[test]
-fn pages_shorter_than_asked_for_are_not_taken_for_the_last() {
+in_every_mode!(fn pages_shorter_than_asked_for_are_not_taken_for_the_last(mode) {
     // An instance with `[api] MAX_RESPONSE_ITEMS = 20` answers `limit=50` with 20 items.
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.state.lock().unwrap().max_response_items = 20;
     s.gitea.add_pull(repo, 1, SHA);
     for i in 0..45 {
@@ -418,12 +451,12 @@ fn pages_shorter_than_asked_for_are_not_taken_for_the_last() {
         .count();
     assert_eq!(lists, 3, "46 comments at 20 a page: {:?}", s.gitea.log());
     assert_eq!(s.requests().len(), 1);
-}
+});
 
 #[test]
 fn idle_cycle_costs_one_request_per_repo_and_resumes_from_cursor() {
     let repos = ["o/a", "o/b", "o/c"];
-    let s = Setup::new(&repos, "");
+    let s = Setup::in_mode("per-repo", &repos, "");
     for r in repos {
         s.gitea.add_pull(r, 1, SHA);
         s.gitea.comment(r, 1, "bob", "hello");
@@ -532,7 +565,7 @@ fn search_failure_falls_back_to_listing_every_repo() {
 #[test]
 fn edited_comment_that_now_triggers_is_seen() {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode("per-repo", &[repo], "");
     s.gitea.add_pull(repo, 1, SHA);
     let id = s.gitea.comment(repo, 1, "alice", "draft");
     let mut p = s.poller();
@@ -557,10 +590,9 @@ fn edited_comment_that_now_triggers_is_seen() {
 
 // ---------------------------------------------------------------- exactly once
 
-#[test]
-fn crash_between_request_and_launch_launches_exactly_once() {
+in_every_mode!(fn crash_between_request_and_launch_launches_exactly_once(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.add_pull(repo, 1, SHA);
     let id = s.gitea.comment(repo, 1, "alice", "!testme");
     let out = s
@@ -591,12 +623,11 @@ fn crash_between_request_and_launch_launches_exactly_once() {
     let out = s.bin().arg("--once").output().unwrap();
     assert!(out.status.success());
     assert_eq!(s.launched(1).len(), 1);
-}
+});
 
-#[test]
-fn crash_after_launch_before_bookkeeping_does_not_launch_again() {
+in_every_mode!(fn crash_after_launch_before_bookkeeping_does_not_launch_again(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.add_pull(repo, 1, SHA);
     let id = s.gitea.comment(repo, 1, "alice", "!testme");
     // As if: request written, runner started (it made its run dir), poller died.
@@ -620,7 +651,7 @@ fn crash_after_launch_before_bookkeeping_does_not_launch_again() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(read_lines(&s.dir.path().join("launched")).is_empty());
     assert_eq!(s.gitea.statuses().len(), 1, "but it is reported");
-}
+});
 
 // ---------------------------------------------------------------- reporting
 
@@ -982,11 +1013,10 @@ fn gitea_down_is_logged_and_once_exits_zero() {
     assert!(!err.contains(TOKEN), "the token is never logged");
 }
 
-#[test]
-fn hanging_gitea_ends_the_cycle_early_and_loses_nothing() {
+in_every_mode!(fn hanging_gitea_ends_the_cycle_early_and_loses_nothing(mode) {
     let repos: Vec<String> = (0..8).map(|i| format!("o/r{i}")).collect();
     let refs: Vec<&str> = repos.iter().map(String::as_str).collect();
-    let s = Setup::new(&refs, "[poll]\nlookback_s = 3600\n");
+    let s = Setup::in_mode(mode, &refs, "[poll]\nlookback_s = 3600\n");
     s.gitea.add_pull("o/r7", 1, SHA);
     s.gitea.comment("o/r7", 1, "alice", "!testme");
     s.gitea.fault(
@@ -1013,11 +1043,10 @@ fn hanging_gitea_ends_the_cycle_early_and_loses_nothing() {
     assert!(s.requests().is_empty());
     p.cycle();
     assert_eq!(s.requests().len(), 1, "the next cycle finds the comment");
-}
+});
 
-#[test]
-fn server_error_on_one_repo_does_not_stop_the_others_and_is_retried() {
-    let s = Setup::new(&["o/a", "o/b"], "");
+in_every_mode!(fn server_error_on_one_repo_does_not_stop_the_others_and_is_retried(mode) {
+    let s = Setup::in_mode(mode, &["o/a", "o/b"], "");
     for r in ["o/a", "o/b"] {
         s.gitea.add_pull(r, 1, SHA);
         s.gitea.comment(r, 1, "alice", "!testme");
@@ -1035,11 +1064,10 @@ fn server_error_on_one_repo_does_not_stop_the_others_and_is_retried() {
     );
     p.cycle();
     assert_eq!(s.requests().len(), 2);
-}
+});
 
-#[test]
-fn timeout_is_an_error_for_that_repo_only() {
-    let s = Setup::new(&["o/a", "o/b"], "");
+in_every_mode!(fn timeout_is_an_error_for_that_repo_only(mode) {
+    let s = Setup::in_mode(mode, &["o/a", "o/b"], "");
     for r in ["o/a", "o/b"] {
         s.gitea.add_pull(r, 1, SHA);
         s.gitea.comment(r, 1, "alice", "!testme");
@@ -1059,11 +1087,10 @@ fn timeout_is_an_error_for_that_repo_only() {
     assert_eq!(s.requests().len(), 1);
     p.cycle();
     assert_eq!(s.requests().len(), 2);
-}
+});
 
-#[test]
-fn dropped_connection_and_malformed_json_are_retried_next_cycle() {
-    let s = Setup::new(&["o/a", "o/b"], "");
+in_every_mode!(fn dropped_connection_and_malformed_json_are_retried_next_cycle(mode) {
+    let s = Setup::in_mode(mode, &["o/a", "o/b"], "");
     for r in ["o/a", "o/b"] {
         s.gitea.add_pull(r, 1, SHA);
         s.gitea.comment(r, 1, "alice", "!testme");
@@ -1077,11 +1104,10 @@ fn dropped_connection_and_malformed_json_are_retried_next_cycle() {
     assert!(s.requests().is_empty());
     p.cycle();
     assert_eq!(s.requests().len(), 2);
-}
+});
 
-#[test]
-fn rate_limit_with_short_retry_after_is_waited_out() {
-    let s = Setup::new(&["o/a"], "");
+in_every_mode!(fn rate_limit_with_short_retry_after_is_waited_out(mode) {
+    let s = Setup::in_mode(mode, &["o/a"], "");
     s.gitea.add_pull("o/a", 1, SHA);
     s.gitea.comment("o/a", 1, "alice", "!testme");
     s.gitea
@@ -1090,11 +1116,11 @@ fn rate_limit_with_short_retry_after_is_waited_out() {
     s.poller().cycle();
     assert!(t.elapsed() >= Duration::from_secs(1));
     assert_eq!(s.requests().len(), 1);
-}
+});
 
 #[test]
 fn rate_limit_with_long_retry_after_pauses_all_requests() {
-    let s = Setup::new(&["o/a", "o/b"], "");
+    let s = Setup::in_mode("per-repo", &["o/a", "o/b"], "");
     s.gitea
         .fault("/repos/o/a/issues/comments", FaultKind::RateLimit(120), 1);
     let mut p = s.poller();
@@ -1105,10 +1131,9 @@ fn rate_limit_with_long_retry_after_pauses_all_requests() {
     assert_eq!(s.gitea.requests(), 1);
 }
 
-#[test]
-fn deleted_or_closed_pull_request_starts_nothing() {
+in_every_mode!(fn deleted_or_closed_pull_request_starts_nothing(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.add_pull(repo, 1, SHA);
     s.gitea.add_pull(repo, 2, SHA);
     s.gitea.delete_pull(repo, 1);
@@ -1126,11 +1151,10 @@ fn deleted_or_closed_pull_request_starts_nothing() {
         .filter(|l| l.contains("/pulls/"))
         .count();
     assert_eq!(pulls, 2, "each looked at once, then remembered");
-}
+});
 
-#[test]
-fn missing_enrolled_repo_is_logged_and_others_work() {
-    let s = Setup::new(
+in_every_mode!(fn missing_enrolled_repo_is_logged_and_others_work(mode) {
+    let s = Setup::in_mode(mode,
         &["o/a"],
         "[[repos]]\nrepo = \"o/gone\"\nrecipe = \"gone\"\n",
     );
@@ -1144,11 +1168,10 @@ fn missing_enrolled_repo_is_logged_and_others_work() {
         "{err}"
     );
     assert_eq!(s.requests().len(), 1);
-}
+});
 
-#[test]
-fn huge_comment_body_is_handled() {
-    let s = Setup::new(&["o/a"], "");
+in_every_mode!(fn huge_comment_body_is_handled(mode) {
+    let s = Setup::in_mode(mode, &["o/a"], "");
     s.gitea.add_pull("o/a", 1, SHA);
     let mut body = "x".repeat(3 * 1024 * 1024);
     body.push_str("\n!testme\n");
@@ -1157,7 +1180,7 @@ fn huge_comment_body_is_handled() {
         .comment("o/a", 1, "bob", &"y".repeat(2 * 1024 * 1024));
     s.poller().cycle();
     assert_eq!(s.requests().len(), 1);
-}
+});
 
 #[test]
 fn missing_or_empty_token_file_refuses_to_start_naming_it() {
@@ -1214,7 +1237,7 @@ fn unknown_config_key_is_an_error_with_suggestion() {
 fn redirects_are_not_followed_so_the_token_stays_home() {
     let other = GiteaDouble::start("other-token", BOT);
     other.add_repo("o/a");
-    let s = Setup::new(&["o/a"], "");
+    let s = Setup::in_mode("per-repo", &["o/a"], "");
     s.gitea.fault(
         "/repos/o/a/issues/comments",
         FaultKind::Redirect(format!("{}/api/v1/repos/o/a/issues/comments", other.url)),
@@ -1327,11 +1350,18 @@ fn start_webhook_poller(s: &Setup, extra: &str) -> (u16, std::process::Child, No
     let secret_file = s.dir.path().join("hook-secret");
     std::fs::write(&secret_file, "hook-secret-value\n").unwrap();
     let text = std::fs::read_to_string(&s.config).unwrap();
+    let (text, poll) = match text.contains("[poll]\n") {
+        true => (
+            text.replacen("[poll]\n", "[poll]\ninterval_s = 3600\n", 1),
+            "",
+        ),
+        false => (text, "[poll]\ninterval_s = 3600\n\n"),
+    };
     std::fs::write(
         &s.config,
         text.replace(
             "[report]",
-            &format!("[poll]\ninterval_s = 3600\n\n[webhook]\nlisten = \"127.0.0.1:{port}\"\nsecret_file = \"{}\"\n{extra}\n[report]", secret_file.display()),
+            &format!("{poll}[webhook]\nlisten = \"127.0.0.1:{port}\"\nsecret_file = \"{}\"\n{extra}\n[report]", secret_file.display()),
         ),
     )
     .unwrap();
@@ -1423,7 +1453,7 @@ fn webhook_http_faults_hold_nobody_and_start_nothing() {
 #[test]
 fn webhook_checks_signature_and_shares_dedupe_with_poll() {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode("per-repo", &[repo], "");
     s.gitea.add_pull(repo, 7, SHA);
     let (port, mut child, notify) = start_webhook_poller(&s, "");
 
@@ -1502,7 +1532,7 @@ fn webhook_checks_signature_and_shares_dedupe_with_poll() {
 fn sigterm_mid_cycle_stops_promptly_and_cleanly() {
     let repos: Vec<String> = (0..6).map(|i| format!("o/r{i}")).collect();
     let refs: Vec<&str> = repos.iter().map(String::as_str).collect();
-    let s = Setup::new(&refs, "");
+    let s = Setup::in_mode("per-repo", &refs, "");
     for r in &repos {
         s.gitea.fault(
             &format!("/repos/{r}/issues/comments"),
