@@ -588,6 +588,454 @@ fn edited_comment_that_now_triggers_is_seen() {
     assert_eq!(s.requests().len(), 1);
 }
 
+// ---------------------------------------------------------------- notifications discovery
+
+/// Requests the double received from index `from` on.
+fn log_from(s: &Setup, from: usize) -> Vec<String> {
+    s.gitea.log()[from..].to_vec()
+}
+
+/// The bot's notification threads on pull request `pr` of `repo`.
+fn bot_threads(s: &Setup, repo: &str, pr: u64) -> Vec<support::gitea_double::StoredThread> {
+    s.gitea
+        .threads()
+        .into_iter()
+        .filter(|t| t.repo == repo && t.issue == pr)
+        .collect()
+}
+
+/// Make the pull requests of `repos` look untouched for an hour (the issue search
+/// names nothing).
+fn age_pulls(s: &Setup, repos: &[&str]) {
+    let old = support::gitea_double::now_secs() - chrono::Duration::hours(1);
+    let mut st = s.gitea.state.lock().unwrap();
+    for r in repos {
+        for p in st.repos.get_mut(*r).unwrap().pulls.values_mut() {
+            p.updated = old;
+        }
+    }
+}
+
+#[test]
+fn notifications_idle_cycle_is_one_request_and_a_thread_names_the_repo_to_list() {
+    let repos = ["o/a", "o/b", "o/c"];
+    let s = Setup::in_mode("notifications", &repos, "[poll]\nsearch_every = 100\n");
+    for r in repos {
+        s.gitea.add_pull(r, 1, SHA);
+        s.gitea.comment(r, 1, "bob", "hello");
+    }
+    let mut p = s.poller();
+    p.cycle();
+    let watched = s.gitea.state.lock().unwrap().watchers.clone();
+    for r in repos {
+        assert!(
+            watched.contains(&(BOT.to_string(), r.to_string())),
+            "{r} watched"
+        );
+    }
+    let from = s.gitea.requests();
+    let idle = p.cycle();
+    let log = log_from(&s, from);
+    assert_eq!(idle.requests, 1, "{log:?}");
+    assert!(
+        log[0].starts_with("GET /api/v1/notifications?all=true&limit=50&page=1&since=")
+            && log[0].ends_with("&subject-type=pull"),
+        "{log:?}"
+    );
+
+    let id = s.gitea.comment("o/b", 1, "alice", "!testme");
+    let from = s.gitea.requests();
+    assert_eq!(p.cycle().triggers, 1);
+    let listed: Vec<String> = log_from(&s, from)
+        .into_iter()
+        .filter(|l| l.contains("/issues/comments?"))
+        .collect();
+    assert_eq!(listed.len(), 1, "only the repo of the thread: {listed:?}");
+    assert!(listed[0].contains("/repos/o/b/"), "{listed:?}");
+    assert_eq!(s.requests()[0].comment_id, Some(id));
+    // The bot's own run comment on that pull request notified everyone but the bot.
+    let threads = bot_threads(&s, "o/b", 1);
+    assert_eq!(threads.len(), 1);
+    let first = threads[0].updated;
+
+    // One thread per (user, pull request): a second comment moves it.
+    std::thread::sleep(Duration::from_millis(1100));
+    let id2 = s.gitea.comment("o/b", 1, "alice", "!testme");
+    assert_eq!(p.cycle().triggers, 1);
+    let threads = bot_threads(&s, "o/b", 1);
+    assert_eq!(threads.len(), 1, "still one thread");
+    assert!(threads[0].updated > first, "its updated_at moved");
+    assert!(s.requests().iter().any(|r| r.comment_id == Some(id2)));
+
+    // Read again, the thread names nothing new: back to one request a cycle (a thread
+    // stamped in the second of a read is looked at once more, then remembered).
+    std::thread::sleep(Duration::from_millis(1100));
+    p.cycle();
+    assert_eq!(p.cycle().requests, 1, "{:?}", s.gitea.log());
+    assert_eq!(s.requests().len(), 2);
+}
+
+#[test]
+fn work_in_progress_pull_requests_are_found_by_the_search_then_subscribed_to() {
+    let repo = "o/r";
+    let s = Setup::in_mode("notifications", &[repo], "[poll]\nsearch_every = 3\n");
+    // Opened before the bot watched, titled work in progress.
+    s.gitea
+        .add_pull_by(repo, 5, SHA, "carol", "WIP: next version");
+    let mut p = s.poller();
+    p.cycle();
+    // A comment on it notifies the watchers not at all (WIP) and the bot is neither
+    // subscribed nor a participant: cycles 1 and 2 see nothing.
+    s.gitea.comment(repo, 5, "bob", "looks good so far");
+    assert_eq!(p.cycle().requests, 1);
+    assert_eq!(p.cycle().requests, 1);
+    assert!(bot_threads(&s, repo, 5).is_empty());
+    // Cycle 3: the issue search names it; the bot subscribes to it.
+    p.cycle();
+    let subscribe = format!("PUT /api/v1/repos/{repo}/issues/5/subscriptions/{BOT}");
+    assert!(s.gitea.log().contains(&subscribe), "{:?}", s.gitea.log());
+    // Now a trigger on it reaches the bot as a subscriber: found on the next cycle.
+    s.gitea.comment(repo, 5, "alice", "!testme");
+    assert_eq!(p.cycle().triggers, 1);
+    assert_eq!(s.requests()[0].pr, Some(5));
+
+    // Opened while watched, even as WIP, it notifies the watchers (Gitea's
+    // NewPullRequest ignores the title): subscribed at once, its comments found at once.
+    s.gitea.add_pull_by(repo, 6, SHA, "carol", "[WIP] more");
+    p.cycle();
+    s.gitea.comment(repo, 6, "alice", "!testme");
+    assert_eq!(p.cycle().triggers, 1);
+    let prs: Vec<Option<u64>> = s.requests().iter().map(|r| r.pr).collect();
+    assert!(prs.len() == 2 && prs.contains(&Some(6)), "{prs:?}");
+    // Each pull request is subscribed to once.
+    let log = s.gitea.log();
+    for pr in [5, 6] {
+        let put = format!("PUT /api/v1/repos/{repo}/issues/{pr}/subscriptions/{BOT}");
+        assert_eq!(log.iter().filter(|l| **l == put).count(), 1, "{log:?}");
+    }
+}
+
+#[test]
+fn an_edit_that_makes_a_trigger_is_found_by_the_next_sweep() {
+    let repo = "o/r";
+    let s = Setup::in_mode(
+        "notifications",
+        &[repo],
+        "[poll]\nsearch_every = 2\nsweep_every = 4\nlookback_s = 7200\n",
+    );
+    s.gitea.add_pull(repo, 1, SHA);
+    let old = support::gitea_double::now_secs() - chrono::Duration::hours(1);
+    let id = s.gitea.comment_at(repo, 1, true, "alice", "draft", old);
+    age_pulls(&s, &[repo]);
+    let mut p = s.poller();
+    assert_eq!(p.cycle().triggers, 0);
+    // An edit notifies nobody and does not bump the pull request: neither the
+    // notifications nor the issue search (cycle 2) name it.
+    s.gitea.edit_comment(repo, id, "!testme");
+    for cycle in 1..=3 {
+        assert_eq!(p.cycle().triggers, 0, "cycle {cycle}");
+    }
+    assert!(
+        s.gitea
+            .log()
+            .iter()
+            .any(|l| l.contains("/repos/issues/search"))
+    );
+    assert_eq!(p.cycle().triggers, 1, "cycle 4 is a sweep");
+    assert_eq!(s.requests()[0].comment_id, Some(id));
+}
+
+#[test]
+fn a_dropped_notification_is_caught_by_the_issue_search() {
+    let repo = "o/r";
+    let s = Setup::in_mode("notifications", &[repo], "[poll]\nsearch_every = 3\n");
+    s.gitea.add_pull(repo, 1, SHA);
+    let mut p = s.poller();
+    p.cycle();
+    s.gitea.state.lock().unwrap().drop_notifications = 1;
+    s.gitea.comment(repo, 1, "alice", "!testme");
+    assert!(bot_threads(&s, repo, 1).is_empty(), "the queue dropped it");
+    assert_eq!(p.cycle().triggers, 0);
+    assert_eq!(p.cycle().triggers, 0);
+    assert_eq!(p.cycle().triggers, 1, "cycle 3 searches");
+    assert_eq!(s.requests().len(), 1);
+}
+
+#[test]
+fn a_late_notification_is_seen_once_it_arrives() {
+    let repo = "o/r";
+    let s = Setup::in_mode("notifications", &[repo], "[poll]\nsearch_every = 100\n");
+    s.gitea.state.lock().unwrap().notify_delay = Duration::from_millis(1500);
+    s.gitea.add_pull(repo, 1, SHA);
+    let mut p = s.poller();
+    p.cycle();
+    s.gitea.comment(repo, 1, "alice", "!testme");
+    let early = p.cycle();
+    assert_eq!(
+        (early.requests, early.triggers),
+        (1, 0),
+        "still in gitea's queue"
+    );
+    std::thread::sleep(Duration::from_millis(1600));
+    assert_eq!(p.cycle().triggers, 1);
+    assert_eq!(s.requests().len(), 1);
+}
+
+#[test]
+fn inline_code_comments_never_trigger() {
+    let repo = "o/r";
+    let s = Setup::in_mode(
+        "notifications",
+        &[repo],
+        "[poll]\nsearch_every = 2\nsweep_every = 3\n",
+    );
+    s.gitea.add_pull(repo, 1, SHA);
+    let mut p = s.poller();
+    p.cycle();
+    // A lone inline code comment notifies only whom it mentions, and no listing
+    // returns it: whatever finds its pull request, it starts nothing.
+    s.gitea.code_comment(repo, 1, "alice", "!testme");
+    assert!(bot_threads(&s, repo, 1).is_empty());
+    s.gitea
+        .code_comment(repo, 1, "alice", "@cc-ci-bot\n!testme");
+    assert_eq!(bot_threads(&s, repo, 1).len(), 1, "the mention notifies");
+    for _ in 1..=3 {
+        assert_eq!(p.cycle().triggers, 0);
+    }
+    assert!(s.requests().is_empty());
+}
+
+#[test]
+fn a_repo_not_watched_yet_is_listed_every_cycle_until_it_is() {
+    let s = Setup::in_mode(
+        "notifications",
+        &["o/a", "o/b"],
+        "[poll]\nsearch_every = 100\n",
+    );
+    s.gitea.fault(
+        "PUT /api/v1/repos/o/a/subscription",
+        FaultKind::Status(502),
+        1,
+    );
+    let mut p = s.poller();
+    p.cycle();
+    // Watched on the second try, and listed once more for what came before the watch.
+    s.gitea.add_pull("o/a", 1, SHA);
+    s.gitea.comment("o/a", 1, "alice", "!testme");
+    let from = s.gitea.requests();
+    let retry = p.cycle();
+    let log = log_from(&s, from);
+    assert_eq!(retry.triggers, 1, "{log:?}");
+    assert_eq!(log[0], "PUT /api/v1/repos/o/a/subscription");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("/repos/o/a/issues/comments?"))
+    );
+    p.cycle();
+    assert_eq!(p.cycle().requests, 1);
+}
+
+#[test]
+fn failing_notifications_let_the_search_stand_in_and_lose_nothing() {
+    let repo = "o/r";
+    let s = Setup::in_mode("notifications", &[repo], "[poll]\nsearch_every = 100\n");
+    s.gitea.add_pull(repo, 1, SHA);
+    let mut p = s.poller();
+    p.cycle();
+    s.gitea
+        .fault("GET /api/v1/notifications", FaultKind::Status(500), 1);
+    s.gitea.comment(repo, 1, "alice", "!testme");
+    let from = s.gitea.requests();
+    assert_eq!(p.cycle().triggers, 1);
+    assert!(
+        log_from(&s, from)
+            .iter()
+            .any(|l| l.contains("/repos/issues/search")),
+        "the search stood in"
+    );
+    // The next read starts where the failed one would have: the thread is read once.
+    std::thread::sleep(Duration::from_millis(1100));
+    p.cycle();
+    assert_eq!(p.cycle().requests, 1);
+    assert_eq!(s.requests().len(), 1);
+}
+
+#[test]
+fn a_rate_limited_notifications_read_pauses_all_requests() {
+    let s = Setup::in_mode("notifications", &["o/r"], "");
+    let mut p = s.poller();
+    p.cycle();
+    s.gitea
+        .fault("GET /api/v1/notifications", FaultKind::RateLimit(120), 1);
+    assert_eq!(p.cycle().requests, 1, "stops at the 429");
+    assert_eq!(p.cycle().requests, 0, "no requests while Retry-After runs");
+}
+
+#[test]
+fn notification_threads_are_paged_to_the_end() {
+    // An instance with `[api] MAX_RESPONSE_ITEMS = 20`: 45 threads come in 3 pages.
+    let repo = "o/r";
+    let s = Setup::in_mode("notifications", &[repo], "[poll]\nsearch_every = 100\n");
+    s.gitea.state.lock().unwrap().max_response_items = 20;
+    for pr in 1..=45 {
+        s.gitea.add_pull(repo, pr, SHA);
+    }
+    let mut p = s.poller();
+    p.cycle();
+    for pr in 1..=45 {
+        s.gitea.comment(repo, pr, "bob", "hello");
+    }
+    s.gitea.comment(repo, 45, "alice", "!testme");
+    let from = s.gitea.requests();
+    assert_eq!(p.cycle().triggers, 1);
+    let reads: Vec<String> = log_from(&s, from)
+        .into_iter()
+        .filter(|l| l.starts_with("GET /api/v1/notifications"))
+        .collect();
+    assert_eq!(reads.len(), 3, "{reads:?}");
+    for (i, r) in reads.iter().enumerate() {
+        assert!(r.contains(&format!("page={}", i + 1)), "{r}");
+    }
+    let subscribed = s.gitea.state.lock().unwrap().subscribers.len();
+    assert_eq!(subscribed, 45, "every pull request a thread named");
+}
+
+/// `[poll]` lines, a token or server fault, and what the log must say.
+type Refusal = (
+    &'static str,
+    fn(&mut support::gitea_double::State),
+    &'static str,
+);
+
+#[test]
+fn refused_notifications_fall_back_to_search_naming_the_fix() {
+    let cases: [Refusal; 3] = [
+        (
+            "token without read:notification",
+            |st| {
+                st.missing_scopes.insert("read:notification".into());
+            },
+            "read:notification scope",
+        ),
+        (
+            "server without the notifications API",
+            |st| st.notifications_api = false,
+            "no notifications API",
+        ),
+        (
+            "bot may not watch",
+            |st| {
+                st.missing_scopes.insert("write:repository".into());
+            },
+            "write:repository scope",
+        ),
+    ];
+    for (what, fault, fix) in cases {
+        let repo = "o/r";
+        let s = Setup::in_mode("notifications", &[repo], "");
+        fault(&mut s.gitea.state.lock().unwrap());
+        s.gitea.add_pull(repo, 1, SHA);
+        s.gitea.comment(repo, 1, "alice", "!testme");
+        let out = s.bin().arg("--once").output().unwrap();
+        assert!(out.status.success(), "{what}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("falling back to discovery = \"search\"") && err.contains(fix),
+            "{what}: {err}"
+        );
+        assert_eq!(s.requests().len(), 1, "{what}: the start sweep still works");
+        // Then an idle cycle is one issue search (once the search has named the pull
+        // request its comments bumped).
+        let mut p = s.poller();
+        p.cycle();
+        p.cycle();
+        std::thread::sleep(Duration::from_millis(1100));
+        p.cycle();
+        let from = s.gitea.requests();
+        assert_eq!(p.cycle().requests, 1, "{what}: {:?}", s.gitea.log());
+        assert!(
+            log_from(&s, from)[0].starts_with("GET /api/v1/repos/issues/search"),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn a_fallback_shows_in_the_unit_status() {
+    let s = Setup::in_mode("notifications", &["o/r"], "[poll]\ninterval_s = 3600\n");
+    s.gitea
+        .state
+        .lock()
+        .unwrap()
+        .missing_scopes
+        .insert("read:notification".into());
+    let notify = Notify::new(s.dir.path());
+    let mut child = s
+        .bin()
+        .env("NOTIFY_SOCKET", &notify.path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = notify.line_containing("STATUS=", Duration::from_secs(10));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    let status = status.expect("a STATUS= line");
+    assert!(
+        status.contains("discovery: search (notifications unavailable:")
+            && status.contains("read:notification"),
+        "{status}"
+    );
+}
+
+#[test]
+fn crash_between_request_and_launch_of_a_notified_trigger_launches_exactly_once() {
+    let repo = "o/r";
+    let s = Setup::in_mode(
+        "notifications",
+        &[repo],
+        "[poll]\ninterval_s = 1\nsearch_every = 100\n",
+    );
+    s.gitea.add_pull(repo, 1, SHA);
+    let mut child = s
+        .bin()
+        .env("CCCI_POLL_CRASH_AFTER_REQUEST", "1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(
+        || s.gitea
+            .log()
+            .iter()
+            .any(|l| l.contains("/issues/comments?")),
+        Duration::from_secs(10)
+    ));
+    // After the start sweep: only the notification can bring this comment in time.
+    let id = s.gitea.comment(repo, 1, "alice", "!testme");
+    assert!(wait_for(
+        || child.try_wait().unwrap().is_some(),
+        Duration::from_secs(10)
+    ));
+    assert!(!child.wait().unwrap().success(), "the fault hook aborts");
+    let reqs = s.requests();
+    assert_eq!(reqs.len(), 1, "the request was written before the crash");
+    assert_eq!(reqs[0].comment_id, Some(id));
+    assert!(read_lines(&s.dir.path().join("launched")).is_empty());
+
+    let out = s.bin().arg("--once").output().unwrap();
+    assert!(out.status.success());
+    let launched = s.launched(1);
+    assert_eq!(launched.len(), 1);
+    assert!(launched[0].ends_with(&format!("{}.json", reqs[0].run_id)));
+    let out = s.bin().arg("--once").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(s.launched(1).len(), 1);
+    assert_eq!(s.requests().len(), 1);
+}
+
 // ---------------------------------------------------------------- exactly once
 
 in_every_mode!(fn crash_between_request_and_launch_launches_exactly_once(mode) {
@@ -1264,6 +1712,22 @@ impl Notify {
             .unwrap();
         Notify { sock, path }
     }
+    /// The first notification line containing `part` within `timeout`.
+    fn line_containing(&self, part: &str, timeout: Duration) -> Option<String> {
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        while start.elapsed() < timeout {
+            if let Ok(n) = self.sock.recv(&mut buf)
+                && let Some(line) = String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .find(|l| l.contains(part))
+            {
+                return Some(line.to_string());
+            }
+        }
+        None
+    }
+
     fn wait_for(&self, what: &str, timeout: Duration) -> bool {
         let start = Instant::now();
         let mut buf = [0u8; 4096];

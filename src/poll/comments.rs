@@ -32,20 +32,11 @@ impl Poller {
                 Utc::now() - chrono::Duration::seconds(self.config.poll.lookback_s as i64),
             ),
         };
-        let mut comments: Vec<Comment> = Vec::new();
-        let mut page = 1;
-        loop {
-            let (items, total) = self.client.list_comments(&repo.repo, &since, page)?;
-            let n = items.len();
-            comments.extend(items);
-            if gitea::last_page(n, comments.len(), total) {
-                break;
-            }
-            if self.stopping() {
-                return Ok(Listing::default());
-            }
-            page += 1;
-        }
+        let comments: Vec<Comment> = gitea::all_pages(|page| match page > 1 && self.stopping() {
+            // Stopping: no more pages; nothing below is handled (see the loop).
+            true => Ok((Vec::new(), None)),
+            false => self.client.list_comments(&repo.repo, &since, page),
+        })?;
         // The bot's own comments carry markers: adopt them first (crash recovery).
         let bot: Vec<&Comment> = comments.iter().filter(|c| self.is_bot(c.login())).collect();
         for c in bot {

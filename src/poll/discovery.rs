@@ -219,7 +219,9 @@ impl Discovery {
                     continue;
                 }
             }
+            // Listed once more now: what came before the watch notified nobody.
             self.notify.unwatched.remove(&repo);
+            self.due.insert(repo);
         }
         Ok(())
     }
@@ -237,20 +239,8 @@ impl Discovery {
             .since
             .unwrap_or_else(|| now(client) - chrono::Duration::seconds(NOTIFY_MARGIN_S));
         let since_param = gitea::since(since);
-        let mut threads = Vec::new();
-        let mut read_at = None;
-        let mut page = 1;
-        loop {
-            let (items, total) = client.notifications(&since_param, page)?;
-            read_at = read_at.or_else(|| client.server_time());
-            let n = items.len();
-            threads.extend(items);
-            if gitea::last_page(n, threads.len(), total) {
-                break;
-            }
-            page += 1;
-        }
-        let read_at = read_at.unwrap_or_else(Utc::now);
+        let (threads, read_at) =
+            read_stamped(client, |page| client.notifications(&since_param, page))?;
         let mut pulls = Vec::new();
         for t in &threads {
             let Some((repo, index)) = t.pull() else {
@@ -310,38 +300,25 @@ impl Discovery {
         let since = gitea::since(self.search_cursor.unwrap_or_else(|| {
             now(client) - chrono::Duration::seconds(self.poll.lookback_s as i64)
         }));
+        let (hits, read_at) = read_stamped(client, |page| client.search_pulls(&since, page))?;
         let mut newest: Option<DateTime<Utc>> = None;
         let mut pulls = Vec::new();
-        let mut read_at = None;
-        let mut page = 1;
-        let mut received = 0;
-        loop {
-            let (hits, total) = client.search_pulls(&since, page)?;
-            read_at = read_at.or_else(|| client.server_time());
-            let n = hits.len();
-            received += n;
-            for h in hits {
-                let Some(updated) = gitea::parse_time(&h.updated_at) else {
-                    continue;
-                };
-                newest = Some(newest.map_or(updated, |x| x.max(updated)));
-                let read_at = read_at.unwrap_or_else(Utc::now);
-                if let Some(r) = h.repository
-                    && enrolled.contains(&key(&r.full_name))
-                    && self
-                        .search_seen
-                        .news((key(&r.full_name), h.number), updated, read_at)
-                {
-                    self.due.insert(key(&r.full_name));
-                    if h.state == "open" {
-                        pulls.push((r.full_name, h.number));
-                    }
+        for h in hits {
+            let Some(updated) = gitea::parse_time(&h.updated_at) else {
+                continue;
+            };
+            newest = Some(newest.map_or(updated, |x| x.max(updated)));
+            if let Some(r) = h.repository
+                && enrolled.contains(&key(&r.full_name))
+                && self
+                    .search_seen
+                    .news((key(&r.full_name), h.number), updated, read_at)
+            {
+                self.due.insert(key(&r.full_name));
+                if h.state == "open" {
+                    pulls.push((r.full_name, h.number));
                 }
             }
-            if gitea::last_page(n, received, total) {
-                break;
-            }
-            page += 1;
         }
         // Keep a margin behind the newest hit: the issue indexer may lag behind.
         if let Some(t) = newest {
@@ -374,14 +351,14 @@ impl<K> Default for Seen<K> {
 
 impl<K: std::hash::Hash + Eq> Seen<K> {
     /// Whether `item`, updated at `updated`, is news; remembered unless it was stamped
-    /// in the second before the read at `read_at`, when it may move again within that
-    /// second without its (whole-second) update time changing: then it is news again
-    /// on the next read.
+    /// in the very second of the read at `read_at` (Gitea's clock, whole seconds): it
+    /// may move again within that second without its update time changing, so it is
+    /// news again on the next read.
     fn news(&mut self, item: K, updated: DateTime<Utc>, read_at: DateTime<Utc>) -> bool {
         if self.acted_on.get(&item) == Some(&updated) {
             return false;
         }
-        if updated < read_at - chrono::Duration::seconds(1) {
+        if updated < read_at {
             self.acted_on.insert(item, updated);
         }
         true
@@ -398,6 +375,21 @@ fn key(repo: &str) -> String {
     repo.to_ascii_lowercase()
 }
 
+/// Every item of a paged read, and Gitea's clock when it answered the first page:
+/// what is stamped after that is for the next read.
+fn read_stamped<T>(
+    client: &Client,
+    mut page_of: impl FnMut(usize) -> gitea::Result<(Vec<T>, Option<u64>)>,
+) -> gitea::Result<(Vec<T>, DateTime<Utc>)> {
+    let mut read_at = None;
+    let items = gitea::all_pages(|page| {
+        let answer = page_of(page);
+        read_at = read_at.or_else(|| client.server_time());
+        answer
+    })?;
+    Ok((items, read_at.unwrap_or_else(Utc::now)))
+}
+
 /// Gitea's clock when known (its last answer's `Date`), else ours.
 fn now(client: &Client) -> DateTime<Utc> {
     client.server_time().unwrap_or_else(Utc::now)
@@ -412,5 +404,30 @@ fn notifications_refused(e: &gitea::Error) -> String {
         _ => format!(
             "gitea refuses to list the bot's notifications ({e}); give the bot's token the read:notification scope and restart, or set poll.discovery = \"search\""
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        gitea::parse_time(s).unwrap()
+    }
+
+    #[test]
+    fn seen_names_an_item_once_per_update_and_not_in_the_second_of_the_read() {
+        let mut seen = Seen::default();
+        let t = at("2026-01-01T00:00:10Z");
+        // Read in the second it was stamped: news now and on the next read.
+        assert!(seen.news(1, t, at("2026-01-01T00:00:10Z")));
+        assert!(seen.news(1, t, at("2026-01-01T00:00:11Z")));
+        // From then on it names nothing new, until it moves.
+        assert!(!seen.news(1, t, at("2026-01-01T00:00:12Z")));
+        let moved = at("2026-01-01T00:00:20Z");
+        assert!(seen.news(1, moved, at("2026-01-01T00:00:30Z")));
+        assert!(!seen.news(1, moved, at("2026-01-01T00:00:31Z")));
+        seen.forget_before(at("2026-01-01T00:00:21Z"));
+        assert!(seen.news(1, moved, at("2026-01-01T00:00:32Z")), "forgotten");
     }
 }

@@ -78,11 +78,29 @@ impl Error {
 /// Gitea's `X-Total-Count`. With a total, count what came: an instance whose
 /// `MAX_RESPONSE_ITEMS` is below our `limit` sends full pages shorter than asked for.
 /// Without one, a short page is the last.
-pub fn last_page(n: usize, received: usize, total: Option<u64>) -> bool {
+fn last_page(n: usize, received: usize, total: Option<u64>) -> bool {
     match total {
         Some(t) => n == 0 || received as u64 >= t,
         None => n < PAGE_LIMIT,
     }
+}
+
+/// Every item of a paged listing: pages 1, 2, … from `page_of` until [`last_page`]
+/// says the last came. Gitea sends no `Link` header on these listings, so paging is by
+/// explicit `page` and counting.
+pub fn all_pages<T>(
+    mut page_of: impl FnMut(usize) -> Result<(Vec<T>, Option<u64>)>,
+) -> Result<Vec<T>> {
+    let mut items = Vec::new();
+    for page in 1.. {
+        let (batch, total) = page_of(page)?;
+        let n = batch.len();
+        items.extend(batch);
+        if last_page(n, items.len(), total) {
+            break;
+        }
+    }
+    Ok(items)
 }
 
 /// A time for Gitea's `since`/`before` parameters (RFC 3339, whole seconds).
