@@ -111,6 +111,7 @@ impl Discovery {
             }
             self.watch(client, heartbeat)?;
         }
+        // (Watching may have fallen back to search.)
         if self.mode == DiscoveryMode::Notifications {
             match self.read_notifications(client, &enrolled) {
                 Ok(()) => {}
