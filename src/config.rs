@@ -170,12 +170,14 @@ pub struct PollConfig {
     /// A launched run with no results.json and no live runner after this many
     /// seconds is reported as `error`.
     pub start_timeout_s: u64,
-    /// How a cycle finds repos with new comments: list each repo's comments, or ask
-    /// Gitea's issue search once for recently updated pull requests.
+    /// How a cycle finds repos with new comments (see [`DiscoveryMode`]).
     pub discovery: DiscoveryMode,
-    /// With `discovery = "search"`: every this many cycles, list every repo anyway
-    /// (catches comment edits, which do not bump the pull request's update time).
-    pub sweep_every: u64,
+    /// With `search` or `notifications`: list every repo every this many cycles (a
+    /// sweep; catches comment edits). Read through [`PollConfig::sweep_every`].
+    pub sweep_every: Option<u64>,
+    /// With `notifications`: ask the issue search every this many cycles (catches what
+    /// notifications miss). Read through [`PollConfig::search_every`].
+    pub search_every: Option<u64>,
 }
 
 impl Default for PollConfig {
@@ -184,9 +186,62 @@ impl Default for PollConfig {
             interval_s: 30,
             lookback_s: 600,
             start_timeout_s: 600,
-            discovery: DiscoveryMode::PerRepo,
-            sweep_every: 10,
+            discovery: DiscoveryMode::Notifications,
+            sweep_every: None,
+            search_every: None,
         }
+    }
+}
+
+impl PollConfig {
+    /// Cycles between two sweeps: 10 with `search`, 2880 (a day at 30 s) with
+    /// `notifications`, unless set; every cycle is one with `per-repo`.
+    pub fn sweep_every(&self) -> u64 {
+        match self.discovery {
+            DiscoveryMode::PerRepo => 1,
+            DiscoveryMode::Search => self.sweep_every.unwrap_or(10),
+            DiscoveryMode::Notifications => self.sweep_every.unwrap_or(2880),
+        }
+    }
+
+    /// Cycles between two issue searches: 20 (10 minutes at 30 s) with
+    /// `notifications` unless set; every cycle with `search`, none with `per-repo`.
+    pub fn search_every(&self) -> u64 {
+        match self.discovery {
+            DiscoveryMode::Notifications => self.search_every.unwrap_or(20),
+            _ => 1,
+        }
+    }
+
+    /// Values that cannot work, and keys that would do nothing in the chosen mode.
+    fn check(&self) -> Result<(), String> {
+        if self.interval_s == 0 {
+            return Err("poll.interval_s must be at least 1".into());
+        }
+        let mode = self.discovery.as_str();
+        for (key, value, applies) in [
+            (
+                "sweep_every",
+                self.sweep_every,
+                self.discovery != DiscoveryMode::PerRepo,
+            ),
+            (
+                "search_every",
+                self.search_every,
+                self.discovery == DiscoveryMode::Notifications,
+            ),
+        ] {
+            match value {
+                Some(0) => return Err(format!("poll.{key} must be at least 1")),
+                Some(_) if !applies => {
+                    return Err(format!(
+                        "poll.{key} does nothing with discovery = \"{mode}\"; remove it or choose a discovery it applies to (see docs/configuration.md)"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -198,6 +253,21 @@ pub enum DiscoveryMode {
     /// One `GET /repos/issues/search?type=pulls&since=` per cycle, then listings only
     /// for repos it names, plus a full sweep every `sweep_every` cycles.
     Search,
+    /// The bot watches every enrolled repo; one `GET /notifications?since=` per cycle,
+    /// then listings only for repos whose pull requests changed; the issue search every
+    /// `search_every` cycles and a sweep every `sweep_every` cycles catch what
+    /// notifications miss.
+    Notifications,
+}
+
+impl DiscoveryMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscoveryMode::PerRepo => "per-repo",
+            DiscoveryMode::Search => "search",
+            DiscoveryMode::Notifications => "notifications",
+        }
+    }
 }
 
 /// `[[repos]]`: one enrolled recipe repository.
@@ -385,12 +455,7 @@ impl Config {
                 return Err(invalid("gitea.timeout_s must be at least 1".into()));
             }
         }
-        if self.poll.sweep_every == 0 {
-            return Err(invalid("poll.sweep_every must be at least 1".into()));
-        }
-        if self.poll.interval_s == 0 {
-            return Err(invalid("poll.interval_s must be at least 1".into()));
-        }
+        self.poll.check().map_err(invalid)?;
         if self.trigger.command.trim().is_empty() {
             return Err(invalid("trigger.command must not be empty".into()));
         }
@@ -453,6 +518,43 @@ mod tests {
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.contains("deadline_mins"), "{err}");
         assert!(err.contains("did you mean `deadline_min`?"), "{err}");
+    }
+
+    #[test]
+    fn poll_keys_that_do_nothing_in_the_mode_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(&path)
+        };
+        let c = load("").unwrap();
+        assert_eq!(c.poll.discovery, DiscoveryMode::Notifications);
+        assert_eq!((c.poll.search_every(), c.poll.sweep_every()), (20, 2880));
+        let c = load("[poll]\ndiscovery = \"search\"\n").unwrap();
+        assert_eq!((c.poll.search_every(), c.poll.sweep_every()), (1, 10));
+        let c = load("[poll]\nsearch_every = 4\nsweep_every = 100\n").unwrap();
+        assert_eq!((c.poll.search_every(), c.poll.sweep_every()), (4, 100));
+        let err = load("[poll]\ndiscovery = \"per-repo\"\nsweep_every = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("poll.sweep_every does nothing with discovery = \"per-repo\""),
+            "{err}"
+        );
+        let err = load("[poll]\ndiscovery = \"search\"\nsearch_every = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("poll.search_every does nothing"), "{err}");
+        let err = load("[poll]\nsearch_every = 0\n").unwrap_err().to_string();
+        assert!(
+            err.contains("poll.search_every must be at least 1"),
+            "{err}"
+        );
+        let err = load("[poll]\ndiscovery = \"notification\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("notifications"), "{err}");
     }
 
     #[test]

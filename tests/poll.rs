@@ -28,6 +28,11 @@ impl Setup {
         Self::with_url(repos, extra, None)
     }
 
+    /// A setup whose `[poll]` has `discovery = "<mode>"` (merged into `extra`'s `[poll]`).
+    fn in_mode(mode: &str, repos: &[&str], extra: &str) -> Setup {
+        Self::new(repos, &with_discovery(mode, extra))
+    }
+
     fn with_url(repos: &[&str], extra: &str, url: Option<&str>) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let gitea = GiteaDouble::start(TOKEN, BOT);
@@ -120,6 +125,43 @@ base_url = "https://ci.example.org/runs"
     }
 }
 
+/// `extra` config lines with `discovery = "<mode>"` in their `[poll]` table.
+fn with_discovery(mode: &str, extra: &str) -> String {
+    let line = format!("discovery = \"{mode}\"\n");
+    if extra.contains("[poll]\n") {
+        extra.replacen("[poll]\n", &format!("[poll]\n{line}"), 1)
+    } else {
+        format!("[poll]\n{line}\n{extra}")
+    }
+}
+
+/// A test run once per discovery mode, as `<name>::per_repo`, `<name>::search` and
+/// `<name>::notifications`: what it asserts holds whichever way comments are found.
+macro_rules! in_every_mode {
+    (fn $name:ident($mode:ident) $body:block) => {
+        mod $name {
+            use super::*;
+
+            fn run($mode: &str) $body
+
+            #[test]
+            fn per_repo() {
+                run("per-repo")
+            }
+
+            #[test]
+            fn search() {
+                run("search")
+            }
+
+            #[test]
+            fn notifications() {
+                run("notifications")
+            }
+        }
+    };
+}
+
 fn read_lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -162,9 +204,8 @@ fn results(
 
 // ---------------------------------------------------------------- triggers
 
-#[test]
-fn member_trigger_starts_exactly_one_run_and_reports_pending() {
-    let s = Setup::new(&["recipe-maintainers/ghost"], "");
+in_every_mode!(fn member_trigger_starts_exactly_one_run_and_reports_pending(mode) {
+    let s = Setup::in_mode(mode, &["recipe-maintainers/ghost"], "");
     s.gitea.add_pull("recipe-maintainers/ghost", 7, SHA);
     let id = s.gitea.comment(
         "recipe-maintainers/ghost",
@@ -230,12 +271,11 @@ fn member_trigger_starts_exactly_one_run_and_reports_pending() {
         1
     );
     assert_eq!(s.gitea.statuses().len(), 1);
-}
+});
 
-#[test]
-fn second_trigger_on_same_pr_queues_and_says_so() {
+in_every_mode!(fn second_trigger_on_same_pr_queues_and_says_so(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.add_pull(repo, 7, SHA);
     s.gitea.comment(repo, 7, "alice", "!testme");
     let mut p = s.poller();
@@ -258,12 +298,11 @@ fn second_trigger_on_same_pr_queues_and_says_so() {
         "{}",
         bot[1].body
     );
-}
+});
 
-#[test]
-fn failing_pr_lookup_does_not_block_other_triggers_and_is_retried() {
+in_every_mode!(fn failing_pr_lookup_does_not_block_other_triggers_and_is_retried(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.add_pull(repo, 1, SHA);
     s.gitea.add_pull(repo, 2, SHA);
     s.gitea.comment(repo, 1, "alice", "!testme");
@@ -278,12 +317,12 @@ fn failing_pr_lookup_does_not_block_other_triggers_and_is_retried() {
     );
     p.cycle();
     assert_eq!(s.requests().len(), 2);
-}
+});
 
 #[test]
 fn non_triggers_do_not_start_runs() {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode("per-repo", &[repo], "");
     s.gitea.add_pull(repo, 1, SHA);
     s.gitea.comment_at(
         repo,
@@ -309,21 +348,19 @@ fn non_triggers_do_not_start_runs() {
     );
 }
 
-#[test]
-fn old_comments_before_enrollment_lookback_are_ignored() {
+in_every_mode!(fn old_comments_before_enrollment_lookback_are_ignored(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "[poll]\nlookback_s = 60\n");
+    let s = Setup::in_mode(mode, &[repo], "[poll]\nlookback_s = 60\n");
     s.gitea.add_pull(repo, 1, SHA);
     let old = support::gitea_double::now_secs() - chrono::Duration::hours(2);
     s.gitea.comment_at(repo, 1, true, "alice", "!testme", old);
     s.poller().cycle();
     assert!(s.requests().is_empty());
-}
+});
 
-#[test]
-fn unauthorized_trigger_gets_one_reply_and_no_run() {
+in_every_mode!(fn unauthorized_trigger_gets_one_reply_and_no_run(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.add_pull(repo, 3, SHA);
     let id = s.gitea.comment(repo, 3, "mallory", "!testme");
     let mut p = s.poller();
@@ -338,23 +375,21 @@ fn unauthorized_trigger_gets_one_reply_and_no_run() {
     assert!(replies[0].body.contains("@mallory"));
     assert!(replies[0].body.contains(&format!("refused={id}")));
     assert_eq!(replies[0].pr, Some(3));
-}
+});
 
-#[test]
-fn allowlisted_non_member_may_trigger() {
+in_every_mode!(fn allowlisted_non_member_may_trigger(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.add_pull(repo, 3, SHA);
     s.gitea.comment(repo, 3, "Friend", "!testme");
     s.poller().cycle();
     assert_eq!(s.requests().len(), 1);
     assert_eq!(s.requests()[0].requested_by, "Friend");
-}
+});
 
-#[test]
-fn bot_outside_org_sees_303_and_denies() {
+in_every_mode!(fn bot_outside_org_sees_303_and_denies(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.state.lock().unwrap().bot_in_org = false;
     s.gitea.add_pull(repo, 3, SHA);
     s.gitea.comment(repo, 3, "alice", "!testme");
@@ -364,12 +399,11 @@ fn bot_outside_org_sees_303_and_denies() {
         "303 is not membership and is not followed"
     );
     assert!(!s.gitea.log().iter().any(|l| l.contains("public_members")));
-}
+});
 
-#[test]
-fn pages_through_all_comments_with_explicit_page_and_limit() {
+in_every_mode!(fn pages_through_all_comments_with_explicit_page_and_limit(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.add_pull(repo, 1, SHA);
     for i in 0..120 {
         s.gitea.comment(repo, 1, "bob", &format!("chatter {i}"));
@@ -394,13 +428,12 @@ fn pages_through_all_comments_with_explicit_page_and_limit() {
         );
     }
     assert_eq!(s.requests().len(), 1);
-}
+});
 
-#[test]
-fn pages_shorter_than_asked_for_are_not_taken_for_the_last() {
+in_every_mode!(fn pages_shorter_than_asked_for_are_not_taken_for_the_last(mode) {
     // An instance with `[api] MAX_RESPONSE_ITEMS = 20` answers `limit=50` with 20 items.
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.state.lock().unwrap().max_response_items = 20;
     s.gitea.add_pull(repo, 1, SHA);
     for i in 0..45 {
@@ -418,12 +451,12 @@ fn pages_shorter_than_asked_for_are_not_taken_for_the_last() {
         .count();
     assert_eq!(lists, 3, "46 comments at 20 a page: {:?}", s.gitea.log());
     assert_eq!(s.requests().len(), 1);
-}
+});
 
 #[test]
 fn idle_cycle_costs_one_request_per_repo_and_resumes_from_cursor() {
     let repos = ["o/a", "o/b", "o/c"];
-    let s = Setup::new(&repos, "");
+    let s = Setup::in_mode("per-repo", &repos, "");
     for r in repos {
         s.gitea.add_pull(r, 1, SHA);
         s.gitea.comment(r, 1, "bob", "hello");
@@ -532,7 +565,7 @@ fn search_failure_falls_back_to_listing_every_repo() {
 #[test]
 fn edited_comment_that_now_triggers_is_seen() {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode("per-repo", &[repo], "");
     s.gitea.add_pull(repo, 1, SHA);
     let id = s.gitea.comment(repo, 1, "alice", "draft");
     let mut p = s.poller();
@@ -555,12 +588,459 @@ fn edited_comment_that_now_triggers_is_seen() {
     assert_eq!(s.requests().len(), 1);
 }
 
-// ---------------------------------------------------------------- exactly once
+// ---------------------------------------------------------------- notifications discovery
+
+/// Requests the double received from index `from` on.
+fn log_from(s: &Setup, from: usize) -> Vec<String> {
+    s.gitea.log()[from..].to_vec()
+}
+
+/// The bot's notification threads on pull request `pr` of `repo`.
+fn bot_threads(s: &Setup, repo: &str, pr: u64) -> Vec<support::gitea_double::StoredThread> {
+    s.gitea
+        .threads()
+        .into_iter()
+        .filter(|t| t.repo == repo && t.issue == pr)
+        .collect()
+}
+
+/// Make the pull requests of `repos` look untouched for an hour (the issue search
+/// names nothing).
+fn age_pulls(s: &Setup, repos: &[&str]) {
+    let old = support::gitea_double::now_secs() - chrono::Duration::hours(1);
+    let mut st = s.gitea.state.lock().unwrap();
+    for r in repos {
+        for p in st.repos.get_mut(*r).unwrap().pulls.values_mut() {
+            p.updated = old;
+        }
+    }
+}
 
 #[test]
-fn crash_between_request_and_launch_launches_exactly_once() {
+fn notifications_idle_cycle_is_one_request_and_a_thread_names_the_repo_to_list() {
+    let repos = ["o/a", "o/b", "o/c"];
+    let s = Setup::in_mode("notifications", &repos, "[poll]\nsearch_every = 100\n");
+    for r in repos {
+        s.gitea.add_pull(r, 1, SHA);
+        s.gitea.comment(r, 1, "bob", "hello");
+    }
+    let mut p = s.poller();
+    p.cycle();
+    let watched = s.gitea.state.lock().unwrap().watchers.clone();
+    for r in repos {
+        assert!(
+            watched.contains(&(BOT.to_string(), r.to_string())),
+            "{r} watched"
+        );
+    }
+    let from = s.gitea.requests();
+    let idle = p.cycle();
+    let log = log_from(&s, from);
+    assert_eq!(idle.requests, 1, "{log:?}");
+    assert!(
+        log[0].starts_with("GET /api/v1/notifications?all=true&limit=50&page=1&since=")
+            && log[0].ends_with("&subject-type=pull"),
+        "{log:?}"
+    );
+
+    let id = s.gitea.comment("o/b", 1, "alice", "!testme");
+    let from = s.gitea.requests();
+    assert_eq!(p.cycle().triggers, 1);
+    let listed: Vec<String> = log_from(&s, from)
+        .into_iter()
+        .filter(|l| l.contains("/issues/comments?"))
+        .collect();
+    assert_eq!(listed.len(), 1, "only the repo of the thread: {listed:?}");
+    assert!(listed[0].contains("/repos/o/b/"), "{listed:?}");
+    assert_eq!(s.requests()[0].comment_id, Some(id));
+    // The bot's own run comment on that pull request notified everyone but the bot.
+    let threads = bot_threads(&s, "o/b", 1);
+    assert_eq!(threads.len(), 1);
+    let first = threads[0].updated;
+
+    // One thread per (user, pull request): a second comment moves it.
+    std::thread::sleep(Duration::from_millis(1100));
+    let id2 = s.gitea.comment("o/b", 1, "alice", "!testme");
+    assert_eq!(p.cycle().triggers, 1);
+    let threads = bot_threads(&s, "o/b", 1);
+    assert_eq!(threads.len(), 1, "still one thread");
+    assert!(threads[0].updated > first, "its updated_at moved");
+    assert!(s.requests().iter().any(|r| r.comment_id == Some(id2)));
+
+    // Read again, the thread names nothing new: back to one request a cycle (a thread
+    // stamped in the second of a read is looked at once more, then remembered).
+    std::thread::sleep(Duration::from_millis(1100));
+    p.cycle();
+    assert_eq!(p.cycle().requests, 1, "{:?}", s.gitea.log());
+    assert_eq!(s.requests().len(), 2);
+}
+
+#[test]
+fn work_in_progress_pull_requests_are_found_by_the_search_then_subscribed_to() {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode("notifications", &[repo], "[poll]\nsearch_every = 3\n");
+    // Opened before the bot watched, titled work in progress.
+    s.gitea
+        .add_pull_by(repo, 5, SHA, "carol", "WIP: next version");
+    let mut p = s.poller();
+    p.cycle();
+    // A comment on it notifies the watchers not at all (WIP) and the bot is neither
+    // subscribed nor a participant: cycles 1 and 2 see nothing.
+    s.gitea.comment(repo, 5, "bob", "looks good so far");
+    assert_eq!(p.cycle().requests, 1);
+    assert_eq!(p.cycle().requests, 1);
+    assert!(bot_threads(&s, repo, 5).is_empty());
+    // Cycle 3: the issue search names it; the bot subscribes to it.
+    p.cycle();
+    let subscribe = format!("PUT /api/v1/repos/{repo}/issues/5/subscriptions/{BOT}");
+    assert!(s.gitea.log().contains(&subscribe), "{:?}", s.gitea.log());
+    // Now a trigger on it reaches the bot as a subscriber: found on the next cycle.
+    s.gitea.comment(repo, 5, "alice", "!testme");
+    assert_eq!(p.cycle().triggers, 1);
+    assert_eq!(s.requests()[0].pr, Some(5));
+
+    // Opened while watched, even as WIP, it notifies the watchers (Gitea's
+    // NewPullRequest ignores the title): subscribed at once, its comments found at once.
+    s.gitea.add_pull_by(repo, 6, SHA, "carol", "[WIP] more");
+    p.cycle();
+    s.gitea.comment(repo, 6, "alice", "!testme");
+    assert_eq!(p.cycle().triggers, 1);
+    let prs: Vec<Option<u64>> = s.requests().iter().map(|r| r.pr).collect();
+    assert!(prs.len() == 2 && prs.contains(&Some(6)), "{prs:?}");
+    // Each pull request is subscribed to once.
+    let log = s.gitea.log();
+    for pr in [5, 6] {
+        let put = format!("PUT /api/v1/repos/{repo}/issues/{pr}/subscriptions/{BOT}");
+        assert_eq!(log.iter().filter(|l| **l == put).count(), 1, "{log:?}");
+    }
+}
+
+#[test]
+fn an_edit_that_makes_a_trigger_is_found_by_the_next_sweep() {
+    let repo = "o/r";
+    let s = Setup::in_mode(
+        "notifications",
+        &[repo],
+        "[poll]\nsearch_every = 2\nsweep_every = 4\nlookback_s = 7200\n",
+    );
+    s.gitea.add_pull(repo, 1, SHA);
+    let old = support::gitea_double::now_secs() - chrono::Duration::hours(1);
+    let id = s.gitea.comment_at(repo, 1, true, "alice", "draft", old);
+    age_pulls(&s, &[repo]);
+    let mut p = s.poller();
+    assert_eq!(p.cycle().triggers, 0);
+    // An edit notifies nobody and does not bump the pull request: neither the
+    // notifications nor the issue search (cycle 2) name it.
+    s.gitea.edit_comment(repo, id, "!testme");
+    for cycle in 1..=3 {
+        assert_eq!(p.cycle().triggers, 0, "cycle {cycle}");
+    }
+    assert!(
+        s.gitea
+            .log()
+            .iter()
+            .any(|l| l.contains("/repos/issues/search"))
+    );
+    assert_eq!(p.cycle().triggers, 1, "cycle 4 is a sweep");
+    assert_eq!(s.requests()[0].comment_id, Some(id));
+}
+
+#[test]
+fn a_dropped_notification_is_caught_by_the_issue_search() {
+    let repo = "o/r";
+    let s = Setup::in_mode("notifications", &[repo], "[poll]\nsearch_every = 3\n");
+    s.gitea.add_pull(repo, 1, SHA);
+    let mut p = s.poller();
+    p.cycle();
+    s.gitea.state.lock().unwrap().drop_notifications = 1;
+    s.gitea.comment(repo, 1, "alice", "!testme");
+    assert!(bot_threads(&s, repo, 1).is_empty(), "the queue dropped it");
+    assert_eq!(p.cycle().triggers, 0);
+    assert_eq!(p.cycle().triggers, 0);
+    assert_eq!(p.cycle().triggers, 1, "cycle 3 searches");
+    assert_eq!(s.requests().len(), 1);
+}
+
+#[test]
+fn a_late_notification_is_seen_once_it_arrives() {
+    let repo = "o/r";
+    let s = Setup::in_mode("notifications", &[repo], "[poll]\nsearch_every = 100\n");
+    s.gitea.state.lock().unwrap().notify_delay = Duration::from_millis(1500);
+    s.gitea.add_pull(repo, 1, SHA);
+    let mut p = s.poller();
+    p.cycle();
+    s.gitea.comment(repo, 1, "alice", "!testme");
+    let early = p.cycle();
+    assert_eq!(
+        (early.requests, early.triggers),
+        (1, 0),
+        "still in gitea's queue"
+    );
+    std::thread::sleep(Duration::from_millis(1600));
+    assert_eq!(p.cycle().triggers, 1);
+    assert_eq!(s.requests().len(), 1);
+}
+
+#[test]
+fn inline_code_comments_never_trigger() {
+    let repo = "o/r";
+    let s = Setup::in_mode(
+        "notifications",
+        &[repo],
+        "[poll]\nsearch_every = 2\nsweep_every = 3\n",
+    );
+    s.gitea.add_pull(repo, 1, SHA);
+    let mut p = s.poller();
+    p.cycle();
+    // A lone inline code comment notifies only whom it mentions, and no listing
+    // returns it: whatever finds its pull request, it starts nothing.
+    s.gitea.code_comment(repo, 1, "alice", "!testme");
+    assert!(bot_threads(&s, repo, 1).is_empty());
+    s.gitea
+        .code_comment(repo, 1, "alice", "@cc-ci-bot\n!testme");
+    assert_eq!(bot_threads(&s, repo, 1).len(), 1, "the mention notifies");
+    for _ in 1..=3 {
+        assert_eq!(p.cycle().triggers, 0);
+    }
+    assert!(s.requests().is_empty());
+}
+
+#[test]
+fn a_repo_not_watched_yet_is_listed_every_cycle_until_it_is() {
+    let s = Setup::in_mode(
+        "notifications",
+        &["o/a", "o/b"],
+        "[poll]\nsearch_every = 100\n",
+    );
+    s.gitea.fault(
+        "PUT /api/v1/repos/o/a/subscription",
+        FaultKind::Status(502),
+        1,
+    );
+    let mut p = s.poller();
+    p.cycle();
+    // Watched on the second try, and listed once more for what came before the watch.
+    s.gitea.add_pull("o/a", 1, SHA);
+    s.gitea.comment("o/a", 1, "alice", "!testme");
+    let from = s.gitea.requests();
+    let retry = p.cycle();
+    let log = log_from(&s, from);
+    assert_eq!(retry.triggers, 1, "{log:?}");
+    assert_eq!(log[0], "PUT /api/v1/repos/o/a/subscription");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("/repos/o/a/issues/comments?"))
+    );
+    p.cycle();
+    assert_eq!(p.cycle().requests, 1);
+}
+
+#[test]
+fn failing_notifications_let_the_search_stand_in_and_lose_nothing() {
+    let repo = "o/r";
+    let s = Setup::in_mode("notifications", &[repo], "[poll]\nsearch_every = 100\n");
+    s.gitea.add_pull(repo, 1, SHA);
+    let mut p = s.poller();
+    p.cycle();
+    s.gitea
+        .fault("GET /api/v1/notifications", FaultKind::Status(500), 1);
+    s.gitea.comment(repo, 1, "alice", "!testme");
+    let from = s.gitea.requests();
+    assert_eq!(p.cycle().triggers, 1);
+    assert!(
+        log_from(&s, from)
+            .iter()
+            .any(|l| l.contains("/repos/issues/search")),
+        "the search stood in"
+    );
+    // The next read starts where the failed one would have: the thread is read once.
+    std::thread::sleep(Duration::from_millis(1100));
+    p.cycle();
+    assert_eq!(p.cycle().requests, 1);
+    assert_eq!(s.requests().len(), 1);
+}
+
+#[test]
+fn a_rate_limited_notifications_read_pauses_all_requests() {
+    let s = Setup::in_mode("notifications", &["o/r"], "");
+    let mut p = s.poller();
+    p.cycle();
+    s.gitea
+        .fault("GET /api/v1/notifications", FaultKind::RateLimit(120), 1);
+    assert_eq!(p.cycle().requests, 1, "stops at the 429");
+    assert_eq!(p.cycle().requests, 0, "no requests while Retry-After runs");
+}
+
+#[test]
+fn notification_threads_are_paged_to_the_end() {
+    // An instance with `[api] MAX_RESPONSE_ITEMS = 20`: 45 threads come in 3 pages.
+    let repo = "o/r";
+    let s = Setup::in_mode("notifications", &[repo], "[poll]\nsearch_every = 100\n");
+    s.gitea.state.lock().unwrap().max_response_items = 20;
+    for pr in 1..=45 {
+        s.gitea.add_pull(repo, pr, SHA);
+    }
+    let mut p = s.poller();
+    p.cycle();
+    for pr in 1..=45 {
+        s.gitea.comment(repo, pr, "bob", "hello");
+    }
+    s.gitea.comment(repo, 45, "alice", "!testme");
+    let from = s.gitea.requests();
+    assert_eq!(p.cycle().triggers, 1);
+    let reads: Vec<String> = log_from(&s, from)
+        .into_iter()
+        .filter(|l| l.starts_with("GET /api/v1/notifications"))
+        .collect();
+    assert_eq!(reads.len(), 3, "{reads:?}");
+    for (i, r) in reads.iter().enumerate() {
+        assert!(r.contains(&format!("page={}", i + 1)), "{r}");
+    }
+    let subscribed = s.gitea.state.lock().unwrap().subscribers.len();
+    assert_eq!(subscribed, 45, "every pull request a thread named");
+}
+
+/// `[poll]` lines, a token or server fault, and what the log must say.
+type Refusal = (
+    &'static str,
+    fn(&mut support::gitea_double::State),
+    &'static str,
+);
+
+#[test]
+fn refused_notifications_fall_back_to_search_naming_the_fix() {
+    let cases: [Refusal; 3] = [
+        (
+            "token without read:notification",
+            |st| {
+                st.missing_scopes.insert("read:notification".into());
+            },
+            "read:notification scope",
+        ),
+        (
+            "server without the notifications API",
+            |st| st.notifications_api = false,
+            "no notifications API",
+        ),
+        (
+            "bot may not watch",
+            |st| {
+                st.missing_scopes.insert("write:repository".into());
+            },
+            "write:repository scope",
+        ),
+    ];
+    for (what, fault, fix) in cases {
+        let repo = "o/r";
+        let s = Setup::in_mode("notifications", &[repo], "");
+        fault(&mut s.gitea.state.lock().unwrap());
+        s.gitea.add_pull(repo, 1, SHA);
+        s.gitea.comment(repo, 1, "alice", "!testme");
+        let out = s.bin().arg("--once").output().unwrap();
+        assert!(out.status.success(), "{what}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("falling back to discovery = \"search\"") && err.contains(fix),
+            "{what}: {err}"
+        );
+        assert_eq!(s.requests().len(), 1, "{what}: the start sweep still works");
+        // Then an idle cycle is one issue search (once the search has named the pull
+        // request its comments bumped).
+        let mut p = s.poller();
+        p.cycle();
+        p.cycle();
+        std::thread::sleep(Duration::from_millis(1100));
+        p.cycle();
+        let from = s.gitea.requests();
+        assert_eq!(p.cycle().requests, 1, "{what}: {:?}", s.gitea.log());
+        assert!(
+            log_from(&s, from)[0].starts_with("GET /api/v1/repos/issues/search"),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn a_fallback_shows_in_the_unit_status() {
+    let s = Setup::in_mode("notifications", &["o/r"], "[poll]\ninterval_s = 3600\n");
+    s.gitea
+        .state
+        .lock()
+        .unwrap()
+        .missing_scopes
+        .insert("read:notification".into());
+    let notify = Notify::new(s.dir.path());
+    let mut child = s
+        .bin()
+        .env("NOTIFY_SOCKET", &notify.path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = notify.line_containing("STATUS=", Duration::from_secs(10));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    let status = status.expect("a STATUS= line");
+    assert!(
+        status.contains("discovery: search (notifications unavailable:")
+            && status.contains("read:notification"),
+        "{status}"
+    );
+}
+
+#[test]
+fn crash_between_request_and_launch_of_a_notified_trigger_launches_exactly_once() {
+    let repo = "o/r";
+    let s = Setup::in_mode(
+        "notifications",
+        &[repo],
+        "[poll]\ninterval_s = 1\nsearch_every = 100\n",
+    );
+    s.gitea.add_pull(repo, 1, SHA);
+    let mut child = s
+        .bin()
+        .env("CCCI_POLL_CRASH_AFTER_REQUEST", "1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(
+        || s.gitea
+            .log()
+            .iter()
+            .any(|l| l.contains("/issues/comments?")),
+        Duration::from_secs(10)
+    ));
+    // After the start sweep: only the notification can bring this comment in time.
+    let id = s.gitea.comment(repo, 1, "alice", "!testme");
+    assert!(wait_for(
+        || child.try_wait().unwrap().is_some(),
+        Duration::from_secs(10)
+    ));
+    assert!(!child.wait().unwrap().success(), "the fault hook aborts");
+    let reqs = s.requests();
+    assert_eq!(reqs.len(), 1, "the request was written before the crash");
+    assert_eq!(reqs[0].comment_id, Some(id));
+    assert!(read_lines(&s.dir.path().join("launched")).is_empty());
+
+    let out = s.bin().arg("--once").output().unwrap();
+    assert!(out.status.success());
+    let launched = s.launched(1);
+    assert_eq!(launched.len(), 1);
+    assert!(launched[0].ends_with(&format!("{}.json", reqs[0].run_id)));
+    let out = s.bin().arg("--once").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(s.launched(1).len(), 1);
+    assert_eq!(s.requests().len(), 1);
+}
+
+// ---------------------------------------------------------------- exactly once
+
+in_every_mode!(fn crash_between_request_and_launch_launches_exactly_once(mode) {
+    let repo = "o/r";
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.add_pull(repo, 1, SHA);
     let id = s.gitea.comment(repo, 1, "alice", "!testme");
     let out = s
@@ -591,12 +1071,11 @@ fn crash_between_request_and_launch_launches_exactly_once() {
     let out = s.bin().arg("--once").output().unwrap();
     assert!(out.status.success());
     assert_eq!(s.launched(1).len(), 1);
-}
+});
 
-#[test]
-fn crash_after_launch_before_bookkeeping_does_not_launch_again() {
+in_every_mode!(fn crash_after_launch_before_bookkeeping_does_not_launch_again(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.add_pull(repo, 1, SHA);
     let id = s.gitea.comment(repo, 1, "alice", "!testme");
     // As if: request written, runner started (it made its run dir), poller died.
@@ -620,7 +1099,7 @@ fn crash_after_launch_before_bookkeeping_does_not_launch_again() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(read_lines(&s.dir.path().join("launched")).is_empty());
     assert_eq!(s.gitea.statuses().len(), 1, "but it is reported");
-}
+});
 
 // ---------------------------------------------------------------- reporting
 
@@ -982,11 +1461,10 @@ fn gitea_down_is_logged_and_once_exits_zero() {
     assert!(!err.contains(TOKEN), "the token is never logged");
 }
 
-#[test]
-fn hanging_gitea_ends_the_cycle_early_and_loses_nothing() {
+in_every_mode!(fn hanging_gitea_ends_the_cycle_early_and_loses_nothing(mode) {
     let repos: Vec<String> = (0..8).map(|i| format!("o/r{i}")).collect();
     let refs: Vec<&str> = repos.iter().map(String::as_str).collect();
-    let s = Setup::new(&refs, "[poll]\nlookback_s = 3600\n");
+    let s = Setup::in_mode(mode, &refs, "[poll]\nlookback_s = 3600\n");
     s.gitea.add_pull("o/r7", 1, SHA);
     s.gitea.comment("o/r7", 1, "alice", "!testme");
     s.gitea.fault(
@@ -1013,11 +1491,10 @@ fn hanging_gitea_ends_the_cycle_early_and_loses_nothing() {
     assert!(s.requests().is_empty());
     p.cycle();
     assert_eq!(s.requests().len(), 1, "the next cycle finds the comment");
-}
+});
 
-#[test]
-fn server_error_on_one_repo_does_not_stop_the_others_and_is_retried() {
-    let s = Setup::new(&["o/a", "o/b"], "");
+in_every_mode!(fn server_error_on_one_repo_does_not_stop_the_others_and_is_retried(mode) {
+    let s = Setup::in_mode(mode, &["o/a", "o/b"], "");
     for r in ["o/a", "o/b"] {
         s.gitea.add_pull(r, 1, SHA);
         s.gitea.comment(r, 1, "alice", "!testme");
@@ -1035,11 +1512,10 @@ fn server_error_on_one_repo_does_not_stop_the_others_and_is_retried() {
     );
     p.cycle();
     assert_eq!(s.requests().len(), 2);
-}
+});
 
-#[test]
-fn timeout_is_an_error_for_that_repo_only() {
-    let s = Setup::new(&["o/a", "o/b"], "");
+in_every_mode!(fn timeout_is_an_error_for_that_repo_only(mode) {
+    let s = Setup::in_mode(mode, &["o/a", "o/b"], "");
     for r in ["o/a", "o/b"] {
         s.gitea.add_pull(r, 1, SHA);
         s.gitea.comment(r, 1, "alice", "!testme");
@@ -1059,11 +1535,10 @@ fn timeout_is_an_error_for_that_repo_only() {
     assert_eq!(s.requests().len(), 1);
     p.cycle();
     assert_eq!(s.requests().len(), 2);
-}
+});
 
-#[test]
-fn dropped_connection_and_malformed_json_are_retried_next_cycle() {
-    let s = Setup::new(&["o/a", "o/b"], "");
+in_every_mode!(fn dropped_connection_and_malformed_json_are_retried_next_cycle(mode) {
+    let s = Setup::in_mode(mode, &["o/a", "o/b"], "");
     for r in ["o/a", "o/b"] {
         s.gitea.add_pull(r, 1, SHA);
         s.gitea.comment(r, 1, "alice", "!testme");
@@ -1077,11 +1552,10 @@ fn dropped_connection_and_malformed_json_are_retried_next_cycle() {
     assert!(s.requests().is_empty());
     p.cycle();
     assert_eq!(s.requests().len(), 2);
-}
+});
 
-#[test]
-fn rate_limit_with_short_retry_after_is_waited_out() {
-    let s = Setup::new(&["o/a"], "");
+in_every_mode!(fn rate_limit_with_short_retry_after_is_waited_out(mode) {
+    let s = Setup::in_mode(mode, &["o/a"], "");
     s.gitea.add_pull("o/a", 1, SHA);
     s.gitea.comment("o/a", 1, "alice", "!testme");
     s.gitea
@@ -1090,11 +1564,11 @@ fn rate_limit_with_short_retry_after_is_waited_out() {
     s.poller().cycle();
     assert!(t.elapsed() >= Duration::from_secs(1));
     assert_eq!(s.requests().len(), 1);
-}
+});
 
 #[test]
 fn rate_limit_with_long_retry_after_pauses_all_requests() {
-    let s = Setup::new(&["o/a", "o/b"], "");
+    let s = Setup::in_mode("per-repo", &["o/a", "o/b"], "");
     s.gitea
         .fault("/repos/o/a/issues/comments", FaultKind::RateLimit(120), 1);
     let mut p = s.poller();
@@ -1105,10 +1579,9 @@ fn rate_limit_with_long_retry_after_pauses_all_requests() {
     assert_eq!(s.gitea.requests(), 1);
 }
 
-#[test]
-fn deleted_or_closed_pull_request_starts_nothing() {
+in_every_mode!(fn deleted_or_closed_pull_request_starts_nothing(mode) {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode(mode, &[repo], "");
     s.gitea.add_pull(repo, 1, SHA);
     s.gitea.add_pull(repo, 2, SHA);
     s.gitea.delete_pull(repo, 1);
@@ -1126,11 +1599,10 @@ fn deleted_or_closed_pull_request_starts_nothing() {
         .filter(|l| l.contains("/pulls/"))
         .count();
     assert_eq!(pulls, 2, "each looked at once, then remembered");
-}
+});
 
-#[test]
-fn missing_enrolled_repo_is_logged_and_others_work() {
-    let s = Setup::new(
+in_every_mode!(fn missing_enrolled_repo_is_logged_and_others_work(mode) {
+    let s = Setup::in_mode(mode,
         &["o/a"],
         "[[repos]]\nrepo = \"o/gone\"\nrecipe = \"gone\"\n",
     );
@@ -1144,11 +1616,10 @@ fn missing_enrolled_repo_is_logged_and_others_work() {
         "{err}"
     );
     assert_eq!(s.requests().len(), 1);
-}
+});
 
-#[test]
-fn huge_comment_body_is_handled() {
-    let s = Setup::new(&["o/a"], "");
+in_every_mode!(fn huge_comment_body_is_handled(mode) {
+    let s = Setup::in_mode(mode, &["o/a"], "");
     s.gitea.add_pull("o/a", 1, SHA);
     let mut body = "x".repeat(3 * 1024 * 1024);
     body.push_str("\n!testme\n");
@@ -1157,7 +1628,7 @@ fn huge_comment_body_is_handled() {
         .comment("o/a", 1, "bob", &"y".repeat(2 * 1024 * 1024));
     s.poller().cycle();
     assert_eq!(s.requests().len(), 1);
-}
+});
 
 #[test]
 fn missing_or_empty_token_file_refuses_to_start_naming_it() {
@@ -1214,7 +1685,7 @@ fn unknown_config_key_is_an_error_with_suggestion() {
 fn redirects_are_not_followed_so_the_token_stays_home() {
     let other = GiteaDouble::start("other-token", BOT);
     other.add_repo("o/a");
-    let s = Setup::new(&["o/a"], "");
+    let s = Setup::in_mode("per-repo", &["o/a"], "");
     s.gitea.fault(
         "/repos/o/a/issues/comments",
         FaultKind::Redirect(format!("{}/api/v1/repos/o/a/issues/comments", other.url)),
@@ -1241,6 +1712,22 @@ impl Notify {
             .unwrap();
         Notify { sock, path }
     }
+    /// The first notification line containing `part` within `timeout`.
+    fn line_containing(&self, part: &str, timeout: Duration) -> Option<String> {
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        while start.elapsed() < timeout {
+            if let Ok(n) = self.sock.recv(&mut buf)
+                && let Some(line) = String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .find(|l| l.contains(part))
+            {
+                return Some(line.to_string());
+            }
+        }
+        None
+    }
+
     fn wait_for(&self, what: &str, timeout: Duration) -> bool {
         let start = Instant::now();
         let mut buf = [0u8; 4096];
@@ -1327,11 +1814,18 @@ fn start_webhook_poller(s: &Setup, extra: &str) -> (u16, std::process::Child, No
     let secret_file = s.dir.path().join("hook-secret");
     std::fs::write(&secret_file, "hook-secret-value\n").unwrap();
     let text = std::fs::read_to_string(&s.config).unwrap();
+    let (text, poll) = match text.contains("[poll]\n") {
+        true => (
+            text.replacen("[poll]\n", "[poll]\ninterval_s = 3600\n", 1),
+            "",
+        ),
+        false => (text, "[poll]\ninterval_s = 3600\n\n"),
+    };
     std::fs::write(
         &s.config,
         text.replace(
             "[report]",
-            &format!("[poll]\ninterval_s = 3600\n\n[webhook]\nlisten = \"127.0.0.1:{port}\"\nsecret_file = \"{}\"\n{extra}\n[report]", secret_file.display()),
+            &format!("{poll}[webhook]\nlisten = \"127.0.0.1:{port}\"\nsecret_file = \"{}\"\n{extra}\n[report]", secret_file.display()),
         ),
     )
     .unwrap();
@@ -1423,7 +1917,7 @@ fn webhook_http_faults_hold_nobody_and_start_nothing() {
 #[test]
 fn webhook_checks_signature_and_shares_dedupe_with_poll() {
     let repo = "o/r";
-    let s = Setup::new(&[repo], "");
+    let s = Setup::in_mode("per-repo", &[repo], "");
     s.gitea.add_pull(repo, 7, SHA);
     let (port, mut child, notify) = start_webhook_poller(&s, "");
 
@@ -1502,7 +1996,7 @@ fn webhook_checks_signature_and_shares_dedupe_with_poll() {
 fn sigterm_mid_cycle_stops_promptly_and_cleanly() {
     let repos: Vec<String> = (0..6).map(|i| format!("o/r{i}")).collect();
     let refs: Vec<&str> = repos.iter().map(String::as_str).collect();
-    let s = Setup::new(&refs, "");
+    let s = Setup::in_mode("per-repo", &refs, "");
     for r in &repos {
         s.gitea.fault(
             &format!("/repos/{r}/issues/comments"),

@@ -8,40 +8,50 @@ use super::trigger;
 use super::triggers::HandleError;
 use crate::config::RepoConfig;
 use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
+
+/// What one listing of a repo found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// New trigger comments.
+    pub triggers: u64,
+    /// The pull requests its comments are on.
+    pub pulls: BTreeSet<u64>,
+    /// Every comment was handled and the cursor moved past them all; `false` when a
+    /// trigger is to be retried or a stop cut the listing short.
+    pub complete: bool,
+}
 
 impl Poller {
     /// List comments updated since the repo's cursor (all pages), act on triggers,
-    /// then advance the cursor. Returns the number of new triggers.
-    pub(super) fn list_repo(&mut self, repo: &RepoConfig) -> gitea::Result<u64> {
+    /// then advance the cursor past what was handled.
+    pub(super) fn list_repo(&mut self, repo: &RepoConfig) -> gitea::Result<Listing> {
         let since = match self.ledger.cursor(&repo.repo) {
             Some(s) => s.to_string(),
             None => gitea::since(
                 Utc::now() - chrono::Duration::seconds(self.config.poll.lookback_s as i64),
             ),
         };
-        let mut comments: Vec<Comment> = Vec::new();
-        let mut page = 1;
-        loop {
-            let (items, total) = self.client.list_comments(&repo.repo, &since, page)?;
-            let n = items.len();
-            comments.extend(items);
-            if gitea::last_page(n, comments.len(), total) || self.stopping() {
-                break;
-            }
-            page += 1;
-        }
+        let comments: Vec<Comment> = gitea::all_pages(|page| match page > 1 && self.stopping() {
+            // Stopping: no more pages; nothing below is handled (see the loop).
+            true => Ok((Vec::new(), None)),
+            false => self.client.list_comments(&repo.repo, &since, page),
+        })?;
         // The bot's own comments carry markers: adopt them first (crash recovery).
         let bot: Vec<&Comment> = comments.iter().filter(|c| self.is_bot(c.login())).collect();
         for c in bot {
             self.adopt_marker(c);
         }
-        let mut triggers = 0;
+        let mut listing = Listing {
+            pulls: comments.iter().filter_map(Comment::pr_index).collect(),
+            ..Listing::default()
+        };
         let mut newest = gitea::parse_time(&since);
         // The cursor may not pass a comment whose handling failed: it is listed again.
         let mut hold: Option<DateTime<Utc>> = None;
         for c in &comments {
             if self.stopping() {
-                return Ok(triggers);
+                return Ok(listing);
             }
             let updated = gitea::parse_time(&c.updated_at);
             if self.may_trigger(c.login())
@@ -49,7 +59,7 @@ impl Poller {
                 && let Some(pr) = c.pr_index()
                 && trigger::is_trigger(&c.body, &self.config.trigger.command)
             {
-                triggers += 1;
+                listing.triggers += 1;
                 match self.handle_trigger(repo, c.id, pr, c.login()) {
                     Ok(()) => {}
                     // Gitea unreachable or rate limiting: stop this repo.
@@ -74,11 +84,13 @@ impl Poller {
         if let Some(h) = hold {
             newest = Some(newest.map_or(h, |n| n.min(h)));
         }
+        listing.complete = hold.is_none();
         let cursor = newest.map(gitea::since).unwrap_or(since);
         if let Err(e) = self.ledger.set_cursor(&repo.repo, &cursor) {
             tracing::error!(repo = %repo.repo, "cannot save cursor: {e}");
+            listing.complete = false;
         }
-        Ok(triggers)
+        Ok(listing)
     }
 
     /// A bot comment posted just before a crash: its marker says which refusal or run

@@ -6,7 +6,7 @@
 //! The token is sent only in the `Authorization` header and never logged.
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Gitea caps pages at 50 (`MAX_RESPONSE_ITEMS`).
@@ -78,11 +78,29 @@ impl Error {
 /// Gitea's `X-Total-Count`. With a total, count what came: an instance whose
 /// `MAX_RESPONSE_ITEMS` is below our `limit` sends full pages shorter than asked for.
 /// Without one, a short page is the last.
-pub fn last_page(n: usize, received: usize, total: Option<u64>) -> bool {
+fn last_page(n: usize, received: usize, total: Option<u64>) -> bool {
     match total {
         Some(t) => n == 0 || received as u64 >= t,
         None => n < PAGE_LIMIT,
     }
+}
+
+/// Every item of a paged listing: pages 1, 2, … from `page_of` until [`last_page`]
+/// says the last came. Gitea sends no `Link` header on these listings, so paging is by
+/// explicit `page` and counting.
+pub fn all_pages<T>(
+    mut page_of: impl FnMut(usize) -> Result<(Vec<T>, Option<u64>)>,
+) -> Result<Vec<T>> {
+    let mut items = Vec::new();
+    for page in 1.. {
+        let (batch, total) = page_of(page)?;
+        let n = batch.len();
+        items.extend(batch);
+        if last_page(n, items.len(), total) {
+            break;
+        }
+    }
+    Ok(items)
 }
 
 /// A time for Gitea's `since`/`before` parameters (RFC 3339, whole seconds).
@@ -200,8 +218,56 @@ pub struct RepositoryMeta {
 pub struct IssueHit {
     pub number: u64,
     #[serde(default)]
+    pub state: String,
+    #[serde(default)]
     pub updated_at: String,
     pub repository: Option<RepositoryMeta>,
+}
+
+/// The subject of a notification thread (`NotificationSubject`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Subject {
+    #[serde(default)]
+    pub title: String,
+    /// The issue's API URL (`…/repos/{o}/{r}/issues/{N}`, also for pull requests).
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub html_url: String,
+    /// `Issue`, `Pull`, `Commit`, `Repository`, `Release`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// `open`, `closed`, `merged`.
+    #[serde(default)]
+    pub state: String,
+}
+
+/// A `NotificationThread` from `GET /notifications`: one per (user, issue), its
+/// `updated_at` moving on every new event. It names what changed, never which comments.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Thread {
+    pub id: u64,
+    pub repository: Option<RepositoryMeta>,
+    pub subject: Option<Subject>,
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+impl Thread {
+    /// The repo (`owner/name`) and index of the pull request this thread is about, if it
+    /// is about one: the index is the last path segment of the subject's API URL (or,
+    /// when a server leaves that empty, of its web URL).
+    pub fn pull(&self) -> Option<(&str, u64)> {
+        let subject = self.subject.as_ref().filter(|s| s.kind == "Pull")?;
+        let repo = self.repository.as_ref()?.full_name.as_str();
+        let url = if subject.url.is_empty() {
+            &subject.html_url
+        } else {
+            &subject.url
+        };
+        let index = url.trim_end_matches('/').rsplit('/').next()?.parse().ok()?;
+        (!repo.is_empty()).then_some((repo, index))
+    }
 }
 
 /// `CreateStatusOption`.
@@ -229,6 +295,8 @@ pub struct Client {
     api: String,
     token: Token,
     requests: AtomicU64,
+    /// The server's clock: the `Date` of its last answer (Unix seconds; 0 before any).
+    server_time: AtomicI64,
 }
 
 impl Client {
@@ -244,6 +312,16 @@ impl Client {
             api: format!("{}/api/v1", base_url.trim_end_matches('/')),
             token,
             requests: AtomicU64::new(0),
+            server_time: AtomicI64::new(0),
+        }
+    }
+
+    /// Gitea's clock as of its last answer (its `Date` header), for `since` values that
+    /// must not depend on this machine's clock agreeing with the server's.
+    pub fn server_time(&self) -> Option<DateTime<Utc>> {
+        match self.server_time.load(Ordering::Relaxed) {
+            0 => None,
+            secs => DateTime::from_timestamp(secs, 0),
         }
     }
 
@@ -287,6 +365,12 @@ impl Client {
                         .header("Content-Type", "application/json")
                         .send(&serde_json::to_vec(b).expect("json serialises")[..])
                 }
+                ("PUT", None) => self
+                    .agent
+                    .put(&url)
+                    .header("Authorization", &auth)
+                    .header("Accept", "application/json")
+                    .send_empty(),
                 _ => unreachable!("unsupported method {method}"),
             };
             let mut resp = result.map_err(|e| Error::Transport {
@@ -295,6 +379,13 @@ impl Client {
             })?;
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
+            if let Some(date) = headers
+                .get("Date")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
+            {
+                self.server_time.store(date.timestamp(), Ordering::Relaxed);
+            }
             if status == 429 {
                 let wait = headers
                     .get("Retry-After")
@@ -415,6 +506,37 @@ impl Client {
             ("limit", PAGE_LIMIT.to_string()),
         ];
         self.get_page(&path, &query)
+    }
+
+    /// One page of the bot's pull-request notification threads, read or not, updated at
+    /// or after `since` (inclusive, whole seconds), newest first; and `X-Total-Count`.
+    /// Needs the token's `read:notification` scope (else 403).
+    pub fn notifications(&self, since: &str, page: usize) -> Result<(Vec<Thread>, Option<u64>)> {
+        let query = [
+            ("all", "true".to_string()),
+            ("subject-type", "pull".to_string()),
+            ("since", since.to_string()),
+            ("page", page.to_string()),
+            ("limit", PAGE_LIMIT.to_string()),
+        ];
+        self.get_page("/notifications", &query)
+    }
+
+    /// Watch a repository (`PUT /repos/{o}/{r}/subscription`): its pull requests'
+    /// events then notify the bot. Needs `write:repository`.
+    pub fn watch(&self, repo: &str) -> Result<()> {
+        let path = format!("/repos/{repo}/subscription");
+        let (code, _, bytes) = self.send("PUT", &path, &[], None)?;
+        self.expect(format!("PUT {path}"), code, &[200, 201], &bytes)
+    }
+
+    /// Subscribe `user` to issue or pull request `index` (200: already subscribed, 201:
+    /// subscribed): its events then notify the user even where watching does not (a
+    /// pull request whose title marks it work in progress). Needs `write:issue`.
+    pub fn subscribe(&self, repo: &str, index: u64, user: &str) -> Result<()> {
+        let path = format!("/repos/{repo}/issues/{index}/subscriptions/{user}");
+        let (code, _, bytes) = self.send("PUT", &path, &[], None)?;
+        self.expect(format!("PUT {path}"), code, &[200, 201], &bytes)
     }
 
     /// A pull request; `None` when it does not exist (deleted, or not a PR).
@@ -546,6 +668,31 @@ mod tests {
             None
         );
         assert_eq!(with_html("", "", "").pr_index(), None);
+    }
+
+    #[test]
+    fn thread_names_its_pull_request() {
+        let thread = |kind: &str, url: &str, html: &str| Thread {
+            id: 1,
+            repository: Some(RepositoryMeta {
+                full_name: "o/r".into(),
+            }),
+            subject: Some(Subject {
+                kind: kind.into(),
+                url: url.into(),
+                html_url: html.into(),
+                ..Subject::default()
+            }),
+            updated_at: String::new(),
+        };
+        let api = "https://g/api/v1/repos/o/r/issues/7";
+        assert_eq!(thread("Pull", api, "").pull(), Some(("o/r", 7)));
+        assert_eq!(
+            thread("Pull", "", "https://g/o/r/pulls/8").pull(),
+            Some(("o/r", 8))
+        );
+        assert_eq!(thread("Issue", api, "").pull(), None);
+        assert_eq!(thread("Pull", "https://g/o/r", "").pull(), None);
     }
 
     #[test]

@@ -6,12 +6,13 @@
 //! repo's new comments), [`trigger`] (whether a comment asks for a run), [`triggers`]
 //! (the pipeline: authorize → dedupe → request → launch), [`auth`] (who may trigger),
 //! [`ledger`] (exactly-once bookkeeping), [`launch`] (starting the runner),
-//! [`report`] (what status and comment a run asks for); [`gitea`] is the REST client
-//! and [`webhook`] the optional push path.
+//! [`report`] (what status and comment a run asks for); [`gitea`] is the REST client,
+//! [`heartbeat`] the watchdog and stop flag, and [`webhook`] the optional push path.
 pub mod auth;
 pub mod comments;
 pub mod discovery;
 pub mod gitea;
+pub mod heartbeat;
 pub mod launch;
 pub mod ledger;
 pub mod report;

@@ -6,6 +6,7 @@
 //! about a run is decided in [`super::report`]; this module posts it.
 use super::discovery::Discovery;
 use super::gitea::{self, Client, Token};
+use super::heartbeat::Heartbeat;
 use super::launch::Launcher;
 use super::ledger::{self, Ledger, RunRecord};
 use super::report::{self, Observed};
@@ -15,7 +16,7 @@ use crate::config::{Config, GiteaConfig};
 use chrono::Utc;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -59,11 +60,9 @@ pub struct Poller {
     pub(super) ledger: Ledger,
     pub(super) launcher: Launcher,
     discovery: Discovery,
-    stop: Arc<AtomicBool>,
+    heartbeat: Heartbeat,
     /// No Gitea requests before this instant (429 with a long `Retry-After`).
     pub(super) backoff_until: Option<Instant>,
-    watchdog: Option<Duration>,
-    last_ping: Instant,
     pub(super) recovered: bool,
 }
 
@@ -81,10 +80,7 @@ impl Poller {
             Duration::from_secs(gitea.timeout_s),
         );
         let launcher = Launcher::new(config.launch.clone());
-        let discovery = Discovery::new(&config.poll);
-        let mut usec = 0;
-        let watchdog = sd_notify::watchdog_enabled(false, &mut usec)
-            .then(|| Duration::from_micros(usec / 3).max(Duration::from_millis(100)));
+        let discovery = Discovery::new(&config.poll, &gitea.bot_user);
         Ok(Poller {
             config,
             gitea,
@@ -92,10 +88,8 @@ impl Poller {
             ledger,
             launcher,
             discovery,
-            stop,
+            heartbeat: Heartbeat::new(stop),
             backoff_until: None,
-            watchdog,
-            last_ping: Instant::now(),
             recovered: false,
         })
     }
@@ -105,17 +99,12 @@ impl Poller {
     }
 
     pub(super) fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.heartbeat.stopping()
     }
 
     /// Tell the watchdog we are alive (at most once per third of its interval).
     pub(super) fn tick(&mut self) {
-        if let Some(every) = self.watchdog
-            && self.last_ping.elapsed() >= every
-        {
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-            self.last_ping = Instant::now();
-        }
+        self.heartbeat.beat();
     }
 
     /// Checks at start that only warn: the bot should be able to see org members.
@@ -142,10 +131,11 @@ impl Poller {
             let started = Instant::now();
             let stats = self.cycle();
             let status = format!(
-                "last cycle: {} requests in {} ms, {} triggers",
+                "last cycle: {} requests in {} ms, {} triggers; {}",
                 stats.requests,
                 stats.elapsed.as_millis(),
-                stats.triggers
+                stats.triggers,
+                self.discovery.describe()
             );
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(&status)]);
             if once || self.stopping() {
@@ -190,7 +180,10 @@ impl Poller {
             tracing::info!("rate limited: skipping this cycle's gitea requests");
         } else {
             self.backoff_until = None;
-            let repos = match self.discovery.plan(&self.client, &self.config.repos) {
+            let plan = self
+                .discovery
+                .plan(&self.client, &self.config.repos, &mut self.heartbeat);
+            let repos = match plan {
                 Ok(repos) => repos,
                 Err(e) => {
                     self.pause(&e);
@@ -213,12 +206,14 @@ impl Poller {
                     break;
                 }
                 self.tick();
-                match self.list_repo(repo) {
-                    Ok(n) => {
-                        triggers += n;
-                        unreachable = 0;
-                    }
+                let listed = self.list_repo(repo).and_then(|listing| {
+                    triggers += listing.triggers;
+                    self.discovery.listed(&self.client, repo, &listing)
+                });
+                match listed {
+                    Ok(()) => unreachable = 0,
                     Err(e) => {
+                        self.discovery.failed(repo, &e);
                         if e.is_transport() {
                             unreachable += 1;
                         } else {

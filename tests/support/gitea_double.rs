@@ -1,13 +1,25 @@
 //! GITEA TEST DOUBLE: an HTTP server on 127.0.0.1 serving exactly the Gitea REST API v1
 //! endpoints the poller uses, with Gitea's response shapes (swagger of v1.25), its
 //! paging (`page`, `limit` capped at 50, `X-Total-Count`, no `Link` header), its
-//! `since` semantics (updated time, inclusive, whole seconds) and fault injection.
+//! `since` semantics (updated time, inclusive, whole seconds), a `Date` header on
+//! every answer, token scopes, and fault injection.
+//!
+//! Notifications follow Gitea's source (`services/uinotification`,
+//! `models/activities/notification_list.go`): an event goes through a queue (items
+//! become visible `notify_delay` later, stamped with that time; `drop_notifications`
+//! drops the next ones, as a failed queue item is dropped); a new comment notifies the
+//! pull request's subscribers, the repo's watchers unless the title has a WIP prefix,
+//! and its participants (poster and commenters), never the comment's author; a new
+//! pull request notifies the watchers whatever its title; an edit notifies nobody; a
+//! lone inline code comment notifies only the users it @mentions (and is not in the
+//! comments listings, which return plain comments only). There is one thread per
+//! (user, issue): a second event only moves its `updated_at`.
 //! It is not Gitea; it exists only for the tests and the benchmark.
 #![allow(dead_code)]
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -22,6 +34,8 @@ pub struct StoredComment {
     pub body: String,
     pub created: DateTime<Utc>,
     pub updated: DateTime<Utc>,
+    /// An inline code comment: not in the comments listings.
+    pub code: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +48,33 @@ pub struct StoredPull {
     pub fork_deleted: bool,
     /// The issue's `updated_unix`: a new comment bumps it, an edit does not.
     pub updated: DateTime<Utc>,
+    pub title: String,
+    pub poster: String,
+}
+
+/// A notification thread: one per (user, issue).
+#[derive(Debug, Clone)]
+pub struct StoredThread {
+    pub id: u64,
+    pub user: String,
+    pub repo: String,
+    pub issue: u64,
+    pub is_pull: bool,
+    pub updated: DateTime<Utc>,
+    pub unread: bool,
+}
+
+/// An event waiting in the notification queue.
+#[derive(Debug, Clone)]
+struct Queued {
+    visible_at: DateTime<Utc>,
+    repo: String,
+    issue: u64,
+    is_pull: bool,
+    author: String,
+    /// Who it goes to: everyone Gitea's rules name (`None`), or these users only
+    /// (a new pull request's watchers, an inline comment's mentions).
+    only: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +136,125 @@ pub struct State {
     pub bad_auth: Vec<String>,
     /// Gitea's `[api] MAX_RESPONSE_ITEMS` (default 50): the cap on `limit`.
     pub max_response_items: usize,
+    /// Scopes the token lacks (`read:notification`, `write:repository`, ...): the
+    /// routes that need them answer 403 as Gitea does.
+    pub missing_scopes: HashSet<String>,
+    /// `false`: a server without `GET /notifications` (404).
+    pub notifications_api: bool,
+    /// (user, repo) watching.
+    pub watchers: HashSet<(String, String)>,
+    /// (user, repo, issue) subscribed.
+    pub subscribers: HashSet<(String, String, u64)>,
+    pub threads: Vec<StoredThread>,
+    queue: Vec<Queued>,
+    /// How long a notification waits in the queue.
+    pub notify_delay: Duration,
+    /// Drop this many of the next queue items (a failed item is not retried).
+    pub drop_notifications: usize,
+}
+
+impl State {
+    fn enqueue(
+        &mut self,
+        repo: &str,
+        issue: u64,
+        is_pull: bool,
+        author: &str,
+        only: Option<Vec<String>>,
+    ) {
+        if self.drop_notifications > 0 {
+            self.drop_notifications -= 1;
+            return;
+        }
+        self.queue.push(Queued {
+            visible_at: Utc::now() + self.notify_delay,
+            repo: repo.into(),
+            issue,
+            is_pull,
+            author: author.into(),
+            only,
+        });
+    }
+
+    /// Process the queue items due by now, as Gitea's notification service does.
+    fn deliver(&mut self) {
+        let now = Utc::now();
+        let (due, later): (Vec<Queued>, Vec<Queued>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|q| q.visible_at <= now);
+        self.queue = later;
+        for q in due {
+            let stamp = DateTime::from_timestamp(q.visible_at.timestamp(), 0).unwrap();
+            for user in self.recipients(&q) {
+                let found = self
+                    .threads
+                    .iter_mut()
+                    .find(|t| t.user == user && t.repo == q.repo && t.issue == q.issue);
+                match found {
+                    Some(t) => {
+                        t.updated = stamp;
+                        t.unread = true;
+                    }
+                    None => {
+                        self.next_id += 1;
+                        let id = self.next_id;
+                        self.threads.push(StoredThread {
+                            id,
+                            user,
+                            repo: q.repo.clone(),
+                            issue: q.issue,
+                            is_pull: q.is_pull,
+                            updated: stamp,
+                            unread: true,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// `createOrUpdateIssueNotifications`: the issue's subscribers, the repo's watchers
+    /// unless the pull request's title has a WIP prefix, the participants; never the
+    /// author.
+    fn recipients(&self, q: &Queued) -> BTreeSet<String> {
+        let mut to: BTreeSet<String> = match &q.only {
+            Some(users) => users.iter().cloned().collect(),
+            None => {
+                let mut to = BTreeSet::new();
+                for (u, r, i) in &self.subscribers {
+                    if *r == q.repo && *i == q.issue {
+                        to.insert(u.clone());
+                    }
+                }
+                let pull = self.repos.get(&q.repo).and_then(|r| r.pulls.get(&q.issue));
+                let wip = q.is_pull && pull.is_some_and(|p| is_wip(&p.title));
+                if !wip {
+                    for (u, r) in &self.watchers {
+                        if *r == q.repo {
+                            to.insert(u.clone());
+                        }
+                    }
+                }
+                if let Some(p) = pull {
+                    to.insert(p.poster.clone());
+                }
+                if let Some(r) = self.repos.get(&q.repo) {
+                    for c in r.comments.iter().filter(|c| c.issue == q.issue) {
+                        to.insert(c.user.clone());
+                    }
+                }
+                to
+            }
+        };
+        to.remove(&q.author);
+        to
+    }
+}
+
+/// Gitea's default `WORK_IN_PROGRESS_PREFIXES` (`WIP:`, `[WIP]`), case-insensitive.
+fn is_wip(title: &str) -> bool {
+    let t = title.to_ascii_uppercase();
+    ["WIP:", "[WIP]"].iter().any(|p| t.starts_with(p))
 }
 
 #[derive(Clone)]
@@ -137,6 +297,7 @@ impl GiteaDouble {
             bot: bot.into(),
             bot_in_org: true,
             max_response_items: 50,
+            notifications_api: true,
             next_id: 1000,
             base: url.clone(),
             ..State::default()
@@ -170,6 +331,12 @@ impl GiteaDouble {
     }
 
     pub fn add_pull(&self, repo: &str, number: u64, sha: &str) {
+        self.add_pull_by(repo, number, sha, "author", "a change");
+    }
+
+    /// Pull request `number` opened by `poster` with `title`: notifies the repo's
+    /// watchers (whatever the title) through the queue.
+    pub fn add_pull_by(&self, repo: &str, number: u64, sha: &str, poster: &str, title: &str) {
         let mut st = self.state.lock().unwrap();
         st.repos.entry(repo.into()).or_default().pulls.insert(
             number,
@@ -181,8 +348,23 @@ impl GiteaDouble {
                 head_ref: format!("feature-{number}"),
                 fork_deleted: false,
                 updated: now_secs(),
+                title: title.into(),
+                poster: poster.into(),
             },
         );
+        let watchers = st
+            .watchers
+            .iter()
+            .filter(|(_, r)| r == repo)
+            .map(|(u, _)| u.clone())
+            .collect();
+        st.enqueue(repo, number, true, poster, Some(watchers));
+    }
+
+    pub fn set_pull_title(&self, repo: &str, number: u64, title: &str) {
+        let mut st = self.state.lock().unwrap();
+        let pull = st.repos.get_mut(repo).unwrap().pulls.get_mut(&number);
+        pull.unwrap().title = title.into();
     }
 
     pub fn set_pull_state(&self, repo: &str, number: u64, state: &str) {
@@ -237,8 +419,68 @@ impl GiteaDouble {
                 body: body.into(),
                 created: at,
                 updated: at,
+                code: false,
             });
+        st.enqueue(repo, pr, is_pr, user, None);
         id
+    }
+
+    /// A lone inline code comment on PR `pr`: it bumps the PR, notifies only the users
+    /// it @mentions, and is not in the comments listings.
+    pub fn code_comment(&self, repo: &str, pr: u64, user: &str, body: &str) -> u64 {
+        let mut st = self.state.lock().unwrap();
+        st.next_id += 1;
+        let id = st.next_id;
+        let now = now_secs();
+        let r = st.repos.get_mut(repo).unwrap();
+        if let Some(p) = r.pulls.get_mut(&pr) {
+            p.updated = now;
+        }
+        r.comments.push(StoredComment {
+            id,
+            pr: Some(pr),
+            issue: pr,
+            user: user.into(),
+            body: body.into(),
+            created: now,
+            updated: now,
+            code: true,
+        });
+        let mentions = body
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix('@'))
+            .map(str::to_string)
+            .collect();
+        st.enqueue(repo, pr, true, user, Some(mentions));
+        id
+    }
+
+    /// Edit comment `id`: its updated time moves, nobody is notified, the pull request's
+    /// updated time stays.
+    pub fn edit_comment(&self, repo: &str, id: u64, body: &str) {
+        let mut st = self.state.lock().unwrap();
+        let c = st
+            .repos
+            .get_mut(repo)
+            .unwrap()
+            .comments
+            .iter_mut()
+            .find(|c| c.id == id);
+        let c = c.unwrap();
+        c.body = body.into();
+        c.updated = now_secs();
+    }
+
+    /// The bot's notification threads.
+    pub fn threads(&self) -> Vec<StoredThread> {
+        let mut st = self.state.lock().unwrap();
+        st.deliver();
+        let bot = st.bot.clone();
+        st.threads
+            .iter()
+            .filter(|t| t.user == bot)
+            .cloned()
+            .collect()
     }
 
     pub fn comment(&self, repo: &str, pr: u64, user: &str, body: &str) -> u64 {
@@ -426,9 +668,10 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
             None => handle(&req, &state),
         };
         let mut head = format!(
-            "HTTP/1.1 {} X\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {} X\r\nContent-Length: {}\r\nDate: {}\r\n",
             response.status,
-            response.body.len()
+            response.body.len(),
+            Utc::now().format("%a, %d %b %Y %H:%M:%S GMT")
         );
         for (k, v) in &response.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
@@ -464,6 +707,44 @@ fn comment_json(base: &str, repo: &str, c: &StoredComment) -> Value {
     })
 }
 
+/// A `NotificationThread` as Gitea renders it (`services/convert/notification.go`).
+fn thread_json(base: &str, st: &State, t: &StoredThread) -> Value {
+    let pull = st.repos.get(&t.repo).and_then(|r| r.pulls.get(&t.issue));
+    let latest = st.repos.get(&t.repo).and_then(|r| {
+        r.comments
+            .iter()
+            .filter(|c| c.issue == t.issue && !c.code)
+            .max_by_key(|c| c.created)
+    });
+    let (kind, web) = if t.is_pull {
+        ("Pull", "pulls")
+    } else {
+        ("Issue", "issues")
+    };
+    let state = match pull {
+        Some(p) if p.merged => "merged".to_string(),
+        Some(p) => p.state.clone(),
+        None => "open".to_string(),
+    };
+    json!({
+        "id": t.id,
+        "repository": repo_json(base, &t.repo, st.clone_urls.get(&t.repo)),
+        "subject": {
+            "title": pull.map(|p| p.title.clone()).unwrap_or_default(),
+            "url": format!("{base}/api/v1/repos/{}/issues/{}", t.repo, t.issue),
+            "html_url": format!("{base}/{}/{web}/{}", t.repo, t.issue),
+            "latest_comment_url": latest.map(|c| format!("{base}/api/v1/repos/{}/issues/comments/{}", t.repo, c.id)).unwrap_or_default(),
+            "latest_comment_html_url": latest.map(|c| format!("{base}/{}/{web}/{}#issuecomment-{}", t.repo, t.issue, c.id)).unwrap_or_default(),
+            "type": kind,
+            "state": state
+        },
+        "unread": t.unread,
+        "pinned": false,
+        "updated_at": ts(t.updated),
+        "url": format!("{base}/api/v1/notifications/threads/{}", t.id)
+    })
+}
+
 fn repo_json(base: &str, full: &str, clone_url: Option<&String>) -> Value {
     let (owner, name) = full.split_once('/').unwrap();
     let clone_url = clone_url
@@ -489,7 +770,56 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
     };
     let seg: Vec<&str> = path.split('/').collect();
     let base = st.base.clone();
+    st.deliver();
+    let scope = match (req.method.as_str(), seg.as_slice()) {
+        ("GET", ["notifications", ..]) => Some("read:notification"),
+        ("PUT", ["repos", _, _, "subscription"]) => Some("write:repository"),
+        ("PUT", ["repos", _, _, "issues", _, "subscriptions", _]) => Some("write:issue"),
+        _ => None,
+    };
+    if let Some(scope) = scope.filter(|s| st.missing_scopes.contains(*s)) {
+        return resp(
+            403,
+            json!({"message": format!("token does not have at least one of required scope(s): [{scope}]"), "url": format!("{base}/api/swagger")}),
+        );
+    }
     match (req.method.as_str(), seg.as_slice()) {
+        ("GET", ["notifications"]) if st.notifications_api => {
+            let since = match req
+                .query
+                .get("since")
+                .map(|s| DateTime::parse_from_rfc3339(s))
+            {
+                Some(Ok(t)) => Some(t.with_timezone(&Utc).timestamp()),
+                Some(Err(_)) => return resp(422, json!({"message": "invalid since"})),
+                None => None,
+            };
+            let all = req.query.get("all").is_some_and(|a| a == "true");
+            let pulls_only = req.query.get("subject-type").is_some_and(|t| t == "pull");
+            let bot = st.bot.clone();
+            let mut found: Vec<StoredThread> = st
+                .threads
+                .iter()
+                .filter(|t| t.user == bot && (all || t.unread) && (!pulls_only || t.is_pull))
+                .filter(|t| since.is_none_or(|s| t.updated.timestamp() >= s))
+                .cloned()
+                .collect();
+            // `ORDER BY updated_unix DESC`
+            found.sort_by_key(|t| std::cmp::Reverse((t.updated, t.id)));
+            let total = found.len();
+            let page = req
+                .query
+                .get("page")
+                .and_then(|p| p.parse::<usize>().ok())
+                .unwrap_or(1);
+            let body: Vec<Value> = one_page(found, req, page, st.max_response_items)
+                .iter()
+                .map(|t| thread_json(&base, &st, t))
+                .collect();
+            let mut r = resp(200, Value::Array(body));
+            r.headers.push(("X-Total-Count".into(), total.to_string()));
+            r
+        }
         ("GET", ["orgs", org, "members", user]) => {
             if !st.bot_in_org {
                 return Response {
@@ -539,8 +869,9 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
                 .into_iter()
                 .map(|(t, full, n)| {
                     let (owner, name) = full.split_once('/').unwrap();
-                    json!({"id": n + 9000, "number": n, "title": "a change", "state": "open",
-                        "updated_at": ts(t), "pull_request": {"merged": false},
+                    let p = &st.repos[&full].pulls[&n];
+                    json!({"id": n + 9000, "number": n, "title": p.title, "state": p.state,
+                        "updated_at": ts(t), "pull_request": {"merged": p.merged},
                         "repository": {"id": 1, "name": name, "owner": owner, "full_name": full}})
                 })
                 .collect();
@@ -554,6 +885,36 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
                 return not_found();
             }
             match (m, rest) {
+                ("PUT", ["subscription"]) => {
+                    let bot = st.bot.clone();
+                    st.watchers.insert((bot, full.clone()));
+                    resp(
+                        200,
+                        json!({"subscribed": true, "ignored": false, "reason": null,
+                            "created_at": ts(now_secs()), "url": format!("{base}/api/v1/repos/{full}/subscription"),
+                            "repository_url": format!("{base}/api/v1/repos/{full}")}),
+                    )
+                }
+                ("PUT", ["issues", n, "subscriptions", user]) => {
+                    let Some(n) = n.parse::<u64>().ok().filter(|n| {
+                        let r = &st.repos[&full];
+                        r.pulls.contains_key(n) || r.comments.iter().any(|c| c.issue == *n)
+                    }) else {
+                        return not_found();
+                    };
+                    if *user != st.bot {
+                        return resp(
+                            403,
+                            json!({"message": format!("{} is not permitted to change subscriptions for {user}", st.bot)}),
+                        );
+                    }
+                    let key = (user.to_string(), full.clone(), n);
+                    if st.subscribers.insert(key) {
+                        resp(201, Value::Null)
+                    } else {
+                        resp(200, Value::Null)
+                    }
+                }
                 ("GET", ["issues", "comments"]) => {
                     let since = match req.query.get("since") {
                         Some(s) => match DateTime::parse_from_rfc3339(s) {
@@ -565,7 +926,7 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
                     let mut matched: Vec<StoredComment> = st.repos[&full]
                         .comments
                         .iter()
-                        .filter(|c| since.is_none_or(|s| c.updated.timestamp() >= s))
+                        .filter(|c| !c.code && since.is_none_or(|s| c.updated.timestamp() >= s))
                         .cloned()
                         .collect();
                     matched.sort_by_key(|c| (c.created, c.id));
@@ -643,6 +1004,7 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
                     st.next_id += 1;
                     let id = st.next_id;
                     let bot = st.bot.clone();
+                    let bot_login = bot.clone();
                     let c = StoredComment {
                         id,
                         pr: is_pr.then_some(n),
@@ -655,6 +1017,7 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
                             .to_string(),
                         created: now_secs(),
                         updated: now_secs(),
+                        code: false,
                     };
                     let j = comment_json(&base, &full, &c);
                     let r = st.repos.get_mut(&full).unwrap();
@@ -662,6 +1025,7 @@ fn handle(req: &Request, state: &Arc<Mutex<State>>) -> Response {
                         p.updated = c.updated;
                     }
                     r.comments.push(c);
+                    st.enqueue(&full, n, is_pr, &bot_login, None);
                     resp(201, j)
                 }
                 ("PATCH", ["issues", "comments", id]) => {
