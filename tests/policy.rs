@@ -52,7 +52,12 @@ fn a_hostile_compose_file_is_refused_before_any_deploy() {
     }
     // Recorded for the poller: status error, cause policy, nothing deployed.
     let runs = setup.dir.path().join("state/runs");
-    let run = std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().path();
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let r: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
     assert_eq!(r["status"], "error");

@@ -39,7 +39,8 @@ pub fn main(args: crate::cli::PollArgs) -> anyhow::Result<i32> {
     let events = match (&webhook, args.once) {
         (Some(hook), false) => {
             let secret =
-                service::read_secret(&hook.secret_file).context("the webhook cannot start")?;
+                service::read_secret(&hook.secret_path().context("the webhook cannot start")?)
+                    .context("the webhook cannot start")?;
             let listener = webhook::listener(hook.listen.as_deref())?;
             tracing::info!(addr = ?listener.local_addr().ok(), "webhook listening");
             let (tx, rx) = std::sync::mpsc::channel();

@@ -153,9 +153,11 @@ pub struct Target<'a> {
 /// already; `None` while a finished run's `report.md` is still being written.
 pub fn wanted(rec: &RunRecord, view: &View, observed: &Observed, to: Target) -> Option<Wanted> {
     let finished = is_final(view);
+    // A run that could not be carried out (or whose runner died) never writes one.
+    let report_coming = matches!(view, View::Results(r) if r.status != RunStatus::Error);
     if finished
         && observed.report_md.is_none()
-        && matches!(view, View::Results(_))
+        && report_coming
         && observed.results_age < REPORT_MD_GRACE
     {
         return None;
@@ -256,7 +258,10 @@ pub fn commit_status(view: &View) -> (&'static str, String) {
             }
             if r.cause == Some(Cause::Policy) {
                 // The pull request asks the host for what the operator did not allow.
-                return ("failure", "refused by the compose policy, nothing deployed".into());
+                return (
+                    "failure",
+                    "refused by the compose policy, nothing deployed".into(),
+                );
             }
             let tier_failed = r.tiers.iter().any(|t| t.status == TierStatus::Failed);
             let broken = r.invariants.broken();
@@ -420,7 +425,10 @@ mod tests {
         r.level = 0;
         assert_eq!(
             commit_status(&View::Results(&r)),
-            ("failure", "refused by the compose policy, nothing deployed".into())
+            (
+                "failure",
+                "refused by the compose policy, nothing deployed".into()
+            )
         );
     }
 

@@ -31,6 +31,8 @@ pub enum StartError {
     TokenEmpty(PathBuf),
     #[error(transparent)]
     State(#[from] ledger::Error),
+    #[error(transparent)]
+    Credential(#[from] crate::config::Error),
 }
 
 /// Cost of one cycle, for logs and the benchmark.
@@ -72,7 +74,7 @@ const MAX_UNREACHABLE_IN_A_ROW: u32 = 3;
 impl Poller {
     pub fn new(config: Config, stop: Arc<AtomicBool>) -> Result<Poller, StartError> {
         let gitea = config.gitea.clone().ok_or(StartError::NoGitea)?;
-        let token = read_secret(&gitea.token_file)?;
+        let token = read_secret(&gitea.token_path()?)?;
         let ledger = Ledger::open(&config.state.dir)?;
         let client = Client::new(
             &gitea.url,
