@@ -5,6 +5,7 @@
 pub mod abra;
 pub mod artifacts;
 pub mod engine;
+pub mod envfile;
 pub mod ladder;
 pub mod recipe;
 pub mod run;
