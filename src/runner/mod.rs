@@ -3,6 +3,7 @@
 //! checked first (bad input deploys nothing); once the ladder starts, the teardown
 //! funnel runs on every path: success, failure, cancel, deadline, panic.
 pub mod abra;
+pub mod compose;
 pub mod artifacts;
 pub mod engine;
 pub mod envfile;
