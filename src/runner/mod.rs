@@ -3,11 +3,14 @@
 //! checked first (bad input deploys nothing); once the ladder starts, the teardown
 //! funnel runs on every path: success, failure, cancel, deadline, panic.
 pub mod abra;
-pub mod compose;
 pub mod artifacts;
+pub mod backupbot;
+pub mod compose;
 pub mod engine;
 pub mod envfile;
 pub mod ladder;
+pub mod prereq;
+pub mod probe;
 pub mod recipe;
 pub mod run;
 pub mod swarm;
