@@ -456,9 +456,11 @@ fn short_mount(short: &str) -> Value {
     Value::Mapping(long)
 }
 
-/// Merge `over` into `base` as compose merges a later file into an earlier one:
-/// mappings key by key, mounts by target, secret and config references by source,
-/// commands replaced, other lists extended; any other value replaced.
+/// Merge `over` into `base` as `docker stack deploy` merges a later file into an
+/// earlier one: mappings key by key, mounts by target, secret and config references by
+/// source, `command` and `entrypoint` replaced, other lists extended (a healthcheck's
+/// `test` too: docker 20.10 appends the later file's words, seen on this machine);
+/// any other value replaced.
 fn merge(base: &mut Value, over: Value, key: Option<&str>) {
     match (base, over) {
         (Value::Mapping(b), Value::Mapping(o)) => {
@@ -476,7 +478,7 @@ fn merge(base: &mut Value, over: Value, key: Option<&str>) {
             let id = match key {
                 Some("volumes") => Some("target"),
                 Some("secrets" | "configs") => Some("source"),
-                Some("command" | "entrypoint" | "test") => {
+                Some("command" | "entrypoint") => {
                     *b = o;
                     return;
                 }
