@@ -178,6 +178,8 @@ pub(crate) mod scripted {
         Git,
         /// The compose files cannot be read.
         Compose(String),
+        /// The app's env file cannot be read (line 3).
+        Env(String),
     }
 
     /// The scripted Docker plus what the app's containers hold: directories, and a
@@ -405,6 +407,13 @@ pub(crate) mod scripted {
                     path: "compose.yml".into(),
                     detail: detail.clone(),
                 })),
+                Some(Failure::Env(detail)) => Err(Error::Compose(compose::Error::Env(
+                    crate::runner::envfile::Error::Syntax {
+                        path: "app.env".into(),
+                        line: 3,
+                        detail: detail.clone(),
+                    },
+                ))),
             }
         }
 

@@ -5,6 +5,7 @@
 //! Every decision here is made on what the [`Engine`] answers, so unit tests with a
 //! scripted engine cover them in milliseconds; the swarm tests run the real one.
 use super::backupbot::{self, Backup};
+use super::compose;
 use super::engine::{self, Engine};
 use super::prereq;
 use super::probe::{self, DataProbe};
@@ -500,11 +501,22 @@ impl<'a> Ladder<'a> {
         Ok(())
     }
 
-    /// Before anything is deployed: the host has what the compose files need. What
-    /// cc-ci cannot read is said, and left to the deploy to decide.
+    /// Before anything is deployed: the host has what the compose files need. An env
+    /// file cc-ci cannot read as abra reads it stops here (cc-ci's failure: its abra
+    /// double reads it alike); compose files it cannot read are said, and left to the
+    /// deploy to decide (docker refuses what is truly broken).
     fn check_host(&self) -> Result<(), End> {
         let compose = match self.engine.compose() {
             Ok(c) => c,
+            Err(engine::Error::Compose(compose::Error::Env(e))) => {
+                return Err(fail(
+                    Cause::Harness,
+                    format!(
+                        "nothing deployed: cc-ci could not read the app's env file as abra \
+                         reads it: {e}"
+                    ),
+                ));
+            }
             Err(e) => {
                 self.note(&format!(
                     "host prerequisites not checked: cc-ci could not read the app's compose \
@@ -1294,6 +1306,26 @@ mod tests {
             "{}",
             c.reason(Upgrade)
         );
+    }
+
+    #[test]
+    fn an_env_file_cc_ci_cannot_read_stops_before_the_deploy_as_cc_cis_failure() {
+        let case = Case::new();
+        case.engine.fail(
+            "compose",
+            Failure::Env("unterminated quoted value \"x".into()),
+        );
+        let c = case.climb();
+        assert_eq!(c.cause(Install), Some(Cause::Harness));
+        assert!(
+            c.reason(Install).starts_with(
+                "nothing deployed: cc-ci could not read the app's env file as abra reads it: \
+                 app.env:3: unterminated quoted value"
+            ),
+            "{}",
+            c.reason(Install)
+        );
+        assert_eq!(c.budget, 0);
     }
 
     #[test]
