@@ -1014,6 +1014,12 @@ fn run_log(out: &RunOutput) -> String {
     std::fs::read_to_string(out.run_dir().join("run.log")).unwrap()
 }
 
+fn assert_logged(log: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(log.contains(line), "run.log lacks {line:?}:\n{log}");
+    }
+}
+
 /// A recipe with a database in the shapes published recipes use: compose files
 /// switched on with `COMPOSE_FILE="$COMPOSE_FILE:…"`, merge keys, an internal network,
 /// a dump file written by a backup pre-hook; the data checks run the CI side's
@@ -1032,28 +1038,18 @@ fn guestbook_with_its_database_climbs_to_level_5() {
         log.contains("(compose.yml:compose.rowdb.yml:compose.ccci.yml)"),
         "every compose file of COMPOSE_FILE, the overlay last: {log}"
     );
-    assert!(
-        log.contains("data checks use the data DATA_READ_CMD reads in service db"),
-        "{log}"
+    assert_logged(
+        &log,
+        &[
+            "data checks use the data DATA_READ_CMD reads in service db",
+            "running backupbot.backup.pre-hook in ",
+            "backing up guestbook_t-guestbook_localhost_db: /var/lib/rowdb/backup.sql",
+            "rowdb: restored ",
+            "data written at the base version survived the upgrade",
+            "data changed after the backup is back to the backed-up state",
+            "PASS: a wrong password is denied",
+        ],
     );
-    assert!(
-        log.contains("running backupbot.backup.pre-hook in "),
-        "{log}"
-    );
-    assert!(
-        log.contains("backing up guestbook_t-guestbook_localhost_db: /var/lib/rowdb/backup.sql"),
-        "{log}"
-    );
-    assert!(log.contains("rowdb: restored "), "{log}");
-    assert!(
-        log.contains("data written at the base version survived the upgrade"),
-        "{log}"
-    );
-    assert!(
-        log.contains("data changed after the backup is back to the backed-up state"),
-        "{log}"
-    );
-    assert!(log.contains("PASS: a wrong password is denied"), "{log}");
     assert_eq!(r["invariants"]["clean_teardown"], true);
     assert_nothing_left(&setup.stack("guestbook"));
 }
@@ -1106,21 +1102,15 @@ fn website_in_the_shape_of_real_recipes_climbs_to_level_5() {
     assert_eq!(r["level"], 5, "{}", out.describe());
     assert_eq!(r["upgrade_base"], "1.1.0+2.5.0");
     let log = run_log(&out);
-    assert!(
-        log.contains("Creating config website_t-website_localhost_site_page_v2"),
-        "{log}"
+    assert_logged(
+        &log,
+        &[
+            "Creating config website_t-website_localhost_site_page_v2",
+            "the compose files use variables the app's env does not set (empty): EXTRA_DOMAINS",
+            "PASS: the template was rendered for this app",
+            "PASS: on the proxy network",
+        ],
     );
-    assert!(
-        log.contains(
-            "the compose files use variables the app's env does not set (empty): EXTRA_DOMAINS"
-        ),
-        "{log}"
-    );
-    assert!(
-        log.contains("PASS: the template was rendered for this app"),
-        "{log}"
-    );
-    assert!(log.contains("PASS: on the proxy network"), "{log}");
     assert_eq!(r["invariants"]["clean_teardown"], true);
     assert_nothing_left(&setup.stack("website"));
 }
