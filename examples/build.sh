@@ -32,7 +32,9 @@ export DOCKER_BUILDKIT=0
 
 # ---------------------------------------------------------------------------
 # (a) images
-# name  tag  env (space separated KEY=VALUE baked into the image)
+# name  tag  env (space separated KEY=VALUE baked into the image)  [program]
+# An image runs images/entrypoint.sh, or the program named in the fourth field: it is
+# installed as /bin/<program> and runs as `<program> serve`.
 IMAGES=(
   "hello|1.0.0|APP_NAME=hello APP_VERSION=1.0.0+1.0 REQUIRE_SECRET=/run/secrets/admin_password"
   "hello|1.1.0|APP_NAME=hello APP_VERSION=1.1.0+1.1 REQUIRE_SECRET=/run/secrets/admin_password"
@@ -41,6 +43,12 @@ IMAGES=(
   "broken-upgrade|head|APP_NAME=broken-upgrade APP_VERSION=head DATA_FORMAT=v2"
   "no-backup|1.0.0|APP_NAME=no-backup APP_VERSION=1.0.0+1.0"
   "no-backup|head|APP_NAME=no-backup APP_VERSION=head"
+  "guestbook|1.0.0|APP_NAME=guestbook APP_VERSION=1.0.0+1.0"
+  "guestbook|head|APP_NAME=guestbook APP_VERSION=head"
+  "rowdb|1.0|ROWDB_VERSION=1.0|rowdb"
+  "rowdb|1.1|ROWDB_VERSION=1.1|rowdb"
+  "website|2.4.1|APP_NAME=website APP_VERSION=2.4.1 REQUIRE_SECRET=/run/secrets/admin_password SITE_PAGE=/etc/website/site.html"
+  "website|2.5.0|APP_NAME=website APP_VERSION=2.5.0 REQUIRE_SECRET=/run/secrets/admin_password SITE_PAGE=/etc/website/site.html"
 )
 
 ctx=$(mktemp -d)
@@ -69,16 +77,25 @@ DOCKERFILE
 build ccci-example/base:busybox "$ctx/base"
 
 for row in "${IMAGES[@]}"; do
-  IFS='|' read -r name tag envs <<<"$row"
+  IFS='|' read -r name tag envs program <<<"$row"
   d="$ctx/$name-$tag"
   mkdir -p "$d"
-  cp "$HERE/images/entrypoint.sh" "$d/entrypoint.sh"
   {
     echo "FROM ccci-example/base:busybox"
-    echo "COPY entrypoint.sh /entrypoint.sh"
+    if [[ -n $program ]]; then
+      install -m 0755 "$HERE/images/$program" "$d/$program"
+      echo "COPY $program /bin/$program"
+    else
+      cp "$HERE/images/entrypoint.sh" "$d/entrypoint.sh"
+      echo "COPY entrypoint.sh /entrypoint.sh"
+    fi
     for kv in $envs; do echo "ENV $kv"; done
     echo "LABEL org.opencontainers.image.title=ccci-example/$name org.opencontainers.image.version=$tag"
-    echo 'ENTRYPOINT ["/bin/sh", "/entrypoint.sh"]'
+    if [[ -n $program ]]; then
+      echo "ENTRYPOINT [\"/bin/$program\", \"serve\"]"
+    else
+      echo 'ENTRYPOINT ["/bin/sh", "/entrypoint.sh"]'
+    fi
   } > "$d/Dockerfile"
   build "ccci-example/$name:$tag" "$d"
 done

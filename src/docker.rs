@@ -3,14 +3,10 @@
 //! run's executor ([`Cli`]); unit tests script an engine of their own, so the
 //! decisions are tested in milliseconds while the swarm tests keep the real thing.
 use crate::process::{Cmd, Executor, Output};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// The label `docker stack deploy` (and abra) puts on what it creates.
 pub const STACK_LABEL: &str = "com.docker.stack.namespace";
-
-/// A service's spec labels.
-pub type Labels = BTreeMap<String, String>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -80,6 +76,15 @@ pub struct Object {
     pub stack: Option<String>,
 }
 
+/// A network as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    /// `swarm` or `local`: a stack's services can join only swarm-scoped networks.
+    pub scope: String,
+    pub driver: String,
+}
+
 /// One task as the engine reports it: states only, no recipe-chosen names and no
 /// app output, so nothing the recipe controls can sway a cause class.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -112,7 +117,8 @@ pub trait Docker {
     fn remove(&self, kind: Kind, name: &str) -> Result<()>;
     /// The services of `stack`.
     fn services(&self, stack: &str) -> Result<Vec<String>>;
-    fn service_labels(&self, service: &str) -> Result<Labels>;
+    /// The network named `name`, if the engine has one.
+    fn network(&self, name: &str) -> Result<Option<Network>>;
     /// One look at `stack`: `None` when every service has all its replicas running and
     /// every container is healthy (or has no healthcheck), else what is not.
     fn health(&self, stack: &str) -> Result<Option<String>>;
@@ -243,15 +249,33 @@ impl Docker for Cli<'_> {
         ])?))
     }
 
-    fn service_labels(&self, service: &str) -> Result<Labels> {
-        let json = self.docker_ok(&[
-            "service",
+    fn network(&self, name: &str) -> Result<Option<Network>> {
+        let args = [
+            "network",
             "inspect",
-            service,
+            name,
             "--format",
-            "{{json .Spec.Labels}}",
-        ])?;
-        Ok(serde_json::from_str(json.trim()).unwrap_or_default())
+            "{{.Scope}}\t{{.Driver}}",
+        ];
+        let out = self.docker(&args)?;
+        if !out.exit.success() {
+            if out.stderr.to_lowercase().contains("not found")
+                || out.stderr.contains("No such network")
+            {
+                return Ok(None);
+            }
+            return Err(Error::Docker {
+                args: args.join(" "),
+                stderr: out.stderr.trim().to_string(),
+            });
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (scope, driver) = text.trim().split_once('\t').unwrap_or((text.trim(), ""));
+        Ok(Some(Network {
+            name: name.to_string(),
+            scope: scope.to_string(),
+            driver: driver.to_string(),
+        }))
     }
 
     fn health(&self, stack: &str) -> Result<Option<String>> {

@@ -20,6 +20,12 @@ pub struct RecipeMeta {
     pub DATA_SERVICE: Option<String>,
     /// Directory inside `DATA_SERVICE` where the data check writes its marker file.
     pub DATA_PATH: Option<String>,
+    /// Instead of a marker file: a command run with `sh -c` in `DATA_SERVICE`'s
+    /// container that records the value `$1` in the app's data (e.g. an SQL insert).
+    pub DATA_WRITE_CMD: Option<String>,
+    /// With `DATA_WRITE_CMD`: a command run likewise that prints the recorded values,
+    /// one a line (e.g. an SQL select).
+    pub DATA_READ_CMD: Option<String>,
     /// Seconds to wait for a deploy to converge and become healthy (default 120).
     pub CONVERGE_TIMEOUT_S: Option<u64>,
     /// Seconds each custom test may run (default 300).
@@ -60,7 +66,7 @@ impl RecipeMeta {
             .is_some_and(|t| t.iter().any(|a| a == token))
     }
 
-    /// `DATA_SERVICE` and `DATA_PATH` come together or not at all.
+    /// `DATA_SERVICE` and `DATA_PATH`, when both are set.
     pub fn data_probe(&self) -> Option<(&str, &str)> {
         match (&self.DATA_SERVICE, &self.DATA_PATH) {
             (Some(s), Some(p)) => Some((s, p)),
@@ -68,9 +74,38 @@ impl RecipeMeta {
         }
     }
 
+    /// `DATA_SERVICE`, `DATA_WRITE_CMD` and `DATA_READ_CMD`, when all are set.
+    pub fn data_commands(&self) -> Option<(&str, &str, &str)> {
+        match (
+            &self.DATA_SERVICE,
+            &self.DATA_WRITE_CMD,
+            &self.DATA_READ_CMD,
+        ) {
+            (Some(s), Some(w), Some(r)) => Some((s, w, r)),
+            _ => None,
+        }
+    }
+
     /// Checks beyond the types, with the fix in the message.
     pub fn validate(&self) -> Result<(), String> {
-        if self.DATA_SERVICE.is_some() != self.DATA_PATH.is_some() {
+        let commands = self.DATA_WRITE_CMD.is_some() || self.DATA_READ_CMD.is_some();
+        if self.DATA_WRITE_CMD.is_some() != self.DATA_READ_CMD.is_some() {
+            return Err("DATA_WRITE_CMD and DATA_READ_CMD must be set together".into());
+        }
+        if commands && self.DATA_PATH.is_some() {
+            return Err(
+                "set either DATA_PATH (a marker file) or DATA_WRITE_CMD and DATA_READ_CMD \
+                 (commands), not both"
+                    .into(),
+            );
+        }
+        if commands && self.DATA_SERVICE.is_none() {
+            return Err(
+                "DATA_WRITE_CMD and DATA_READ_CMD need DATA_SERVICE (the service they run in)"
+                    .into(),
+            );
+        }
+        if !commands && self.DATA_SERVICE.is_some() != self.DATA_PATH.is_some() {
             return Err("DATA_SERVICE and DATA_PATH must be set together".into());
         }
         if let Some(p) = self.DATA_PATH.as_ref().filter(|p| !p.starts_with('/')) {
@@ -160,5 +195,35 @@ mod tests {
                 .unwrap_err()
                 .contains("POLICY_ALLOW.app entry \"socket\"")
         );
+    }
+
+    #[test]
+    fn probe_commands_come_in_pairs_with_a_service_and_without_a_path() {
+        let mut m = RecipeMeta {
+            DATA_SERVICE: Some("db".into()),
+            DATA_WRITE_CMD: Some("db insert \"$1\"".into()),
+            ..Default::default()
+        };
+        assert!(m.validate().unwrap_err().contains("set together"));
+        m.DATA_READ_CMD = Some("db select".into());
+        assert!(m.validate().is_ok());
+        assert_eq!(
+            m.data_commands(),
+            Some(("db", "db insert \"$1\"", "db select"))
+        );
+        assert_eq!(m.data_probe(), None);
+        m.DATA_PATH = Some("/data".into());
+        assert!(m.validate().unwrap_err().contains("not both"));
+        m.DATA_PATH = None;
+        m.DATA_SERVICE = None;
+        assert!(m.validate().unwrap_err().contains("need DATA_SERVICE"));
+    }
+
+    #[test]
+    fn a_misspelt_probe_key_suggests_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), "DATA_WRITE_COMMAND = \"x\"\n").unwrap();
+        let err = RecipeMeta::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("did you mean `DATA_WRITE_CMD`?"), "{err}");
     }
 }

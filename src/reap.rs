@@ -171,7 +171,7 @@ pub fn dead_scratch(runs_dir: &Path, except: Option<&str>) -> Vec<(PathBuf, Opti
 pub(crate) mod scripted {
     //! A scripted engine for unit tests of reap and ladder decisions: objects live in
     //! memory, time is virtual, and every call is recorded.
-    use crate::docker::{self, Docker, Kind, Labels, Object, Task};
+    use crate::docker::{self, Docker, Kind, Network, Object, Task};
     use crate::process::{Exit, Output};
     use std::cell::{Cell, RefCell};
     use std::collections::{BTreeMap, VecDeque};
@@ -187,7 +187,6 @@ pub(crate) mod scripted {
         pub health: RefCell<VecDeque<Option<String>>>,
         pub health_after: RefCell<Option<String>>,
         pub tasks: RefCell<Vec<Task>>,
-        pub labels: RefCell<BTreeMap<String, Labels>>,
         /// Files inside containers, keyed by (service, path).
         pub files: RefCell<BTreeMap<(String, String), String>>,
         /// Services with no running container.
@@ -207,7 +206,6 @@ pub(crate) mod scripted {
                 health: RefCell::default(),
                 health_after: RefCell::default(),
                 tasks: RefCell::default(),
-                labels: RefCell::default(),
                 files: RefCell::default(),
                 no_container: RefCell::default(),
                 calls: RefCell::default(),
@@ -321,13 +319,18 @@ pub(crate) mod scripted {
                 .collect())
         }
 
-        fn service_labels(&self, service: &str) -> docker::Result<Labels> {
+        /// Every network of the scripted engine is a swarm-scoped overlay.
+        fn network(&self, name: &str) -> docker::Result<Option<Network>> {
             Ok(self
-                .labels
+                .objects
                 .borrow()
-                .get(service)
-                .cloned()
-                .unwrap_or_default())
+                .iter()
+                .any(|o| o.kind == Kind::Network && o.name == name)
+                .then(|| Network {
+                    name: name.to_string(),
+                    scope: "swarm".into(),
+                    driver: "overlay".into(),
+                }))
         }
 
         fn health(&self, _stack: &str) -> docker::Result<Option<String>> {

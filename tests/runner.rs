@@ -976,3 +976,236 @@ fn a_closed_stderr_does_not_stop_the_run_or_its_teardown() {
     assert_eq!(out.results()["level"], 2, "{}", out.describe());
     assert_nothing_left(&setup.stack("no-backup"));
 }
+
+/// The gateway's network every Co-op Cloud server has; the host setup creates it
+/// (`ccci_ensure_swarm`). Created here too if missing (idempotent), never removed.
+fn ensure_proxy_network() {
+    let present = std::process::Command::new("docker")
+        .args(["network", "inspect", "proxy", "--format", "{{.Scope}}"])
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&present.stdout).trim() == "swarm" {
+        return;
+    }
+    let out = std::process::Command::new("docker")
+        .args([
+            "network",
+            "create",
+            "--driver",
+            "overlay",
+            "--attachable",
+            "proxy",
+        ])
+        .output()
+        .unwrap();
+    let again = std::process::Command::new("docker")
+        .args(["network", "inspect", "proxy", "--format", "{{.Scope}}"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        "swarm",
+        "cannot create the overlay network proxy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn run_log(out: &RunOutput) -> String {
+    std::fs::read_to_string(out.run_dir().join("run.log")).unwrap()
+}
+
+fn assert_logged(log: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(log.contains(line), "run.log lacks {line:?}:\n{log}");
+    }
+}
+
+/// A recipe with a database in the shapes published recipes use: compose files
+/// switched on with `COMPOSE_FILE="$COMPOSE_FILE:…"`, merge keys, an internal network,
+/// a dump file written by a backup pre-hook; the data checks run the CI side's
+/// commands in the database, so a row proves the upgrade, backup and restore.
+#[test]
+fn guestbook_with_its_database_climbs_to_level_5() {
+    let setup = Setup::new("t-guestbook");
+    let out = setup.run(&["guestbook"]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let r = out.results();
+    assert_schema_valid(&r);
+    assert_eq!(r["level"], 5, "{}", out.describe());
+    assert_eq!(r["deploys"], serde_json::json!({"count": 3, "budget": 3}));
+    let log = run_log(&out);
+    assert!(
+        log.contains("(compose.yml:compose.rowdb.yml:compose.ccci.yml)"),
+        "every compose file of COMPOSE_FILE, the overlay last: {log}"
+    );
+    assert_logged(
+        &log,
+        &[
+            "data checks use the data DATA_READ_CMD reads in service db",
+            "running backupbot.backup.pre-hook in ",
+            "backing up guestbook_t-guestbook_localhost_db: /var/lib/rowdb/backup.sql",
+            "rowdb: restored ",
+            "data written at the base version survived the upgrade",
+            "data changed after the backup is back to the backed-up state",
+            "PASS: a wrong password is denied",
+        ],
+    );
+    assert_eq!(r["invariants"]["clean_teardown"], true);
+    assert_nothing_left(&setup.stack("guestbook"));
+}
+
+/// Without the operator's probe commands a dump file cannot prove that data survives:
+/// the data checks are skipped with the reason, never passed, never the recipe's fault.
+#[test]
+fn a_database_without_probe_commands_skips_its_data_checks_with_the_reason() {
+    let setup = Setup::new("t-gbnoprobe");
+    std::fs::write(
+        setup.ci_dir("guestbook").join("meta.toml"),
+        "CONVERGE_TIMEOUT_S = 90\n",
+    )
+    .unwrap();
+    let out = setup.run(&["guestbook"]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let r = out.results();
+    assert_eq!(r["level"], 3, "{}", out.describe());
+    assert_eq!(r["cause"], Value::Null, "{}", out.describe());
+    let restore = tier(&r, "restore");
+    assert_eq!(restore["status"], "skipped");
+    let reason = restore["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(
+            "the backed-up path /var/lib/rowdb/backup.sql of service db \
+             (backupbot.backup.volumes.rowdb.path)"
+        ),
+        "{reason}"
+    );
+    assert!(reason.contains("pre-hook \"rowdb dump\""), "{reason}");
+    assert!(
+        reason.contains("DATA_WRITE_CMD and DATA_READ_CMD"),
+        "{reason}"
+    );
+    assert!(!run_log(&out).contains(".ccci-marker"));
+    assert_nothing_left(&setup.stack("guestbook"));
+}
+
+/// The real shape (external `proxy` network, traefik labels, a golang-templated config
+/// versioned by abra.sh, an external versioned secret, backupbot labels, annotated
+/// `<semver>+<upstream>` tags).
+#[test]
+fn website_in_the_shape_of_real_recipes_climbs_to_level_5() {
+    ensure_proxy_network();
+    let setup = Setup::new("t-website");
+    let out = setup.run(&["website"]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let r = out.results();
+    assert_schema_valid(&r);
+    assert_eq!(r["level"], 5, "{}", out.describe());
+    assert_eq!(r["upgrade_base"], "1.1.0+2.5.0");
+    let log = run_log(&out);
+    assert_logged(
+        &log,
+        &[
+            "Creating config website_t-website_localhost_site_page_v2",
+            "the compose files use variables the app's env does not set (empty): EXTRA_DOMAINS",
+            "PASS: the template was rendered for this app",
+            "PASS: on the proxy network",
+        ],
+    );
+    assert_eq!(r["invariants"]["clean_teardown"], true);
+    assert_nothing_left(&setup.stack("website"));
+}
+
+/// A network the host lacks is the host's fault: named with the command that creates
+/// it, nothing deployed; a local-scoped one is named too.
+#[test]
+fn a_missing_external_network_is_the_hosts_fault_and_nothing_is_deployed() {
+    let setup = Setup::new("t-nonet");
+    let repo = recipe_copy("website", setup.dir.path());
+    let compose = std::fs::read_to_string(repo.join("compose.yml")).unwrap();
+    let missing = format!("ccci-t-nonet-{}", std::process::id());
+    let changed = compose.replace(
+        "  proxy:\n    external: true\n",
+        &format!("  proxy:\n    external: true\n    name: {missing}\n"),
+    );
+    assert_ne!(compose, changed);
+    std::fs::write(repo.join("compose.yml"), changed).unwrap();
+    commit_all(&repo, "a network no host has");
+    let out = setup.run(&[repo.to_str().unwrap()]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let r = out.results();
+    assert_eq!(r["level"], 0);
+    let install = tier(&r, "install");
+    assert_eq!(install["status"], "failed");
+    assert_eq!(install["cause"], "infrastructure", "{install}");
+    let reason = install["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!(
+            "nothing deployed: the host has no network \"{missing}\""
+        )),
+        "{reason}"
+    );
+    assert!(
+        reason.contains(&format!(
+            "docker network create --driver overlay --attachable {missing}"
+        )),
+        "{reason}"
+    );
+    assert_eq!(r["deploys"], serde_json::json!({"count": 0, "budget": 0}));
+    assert!(!run_log(&out).contains("docker stack deploy"));
+    assert_nothing_left(&setup.stack("website"));
+
+    // A local network of that name is no better: a swarm stack cannot join it.
+    let local = std::process::Command::new("docker")
+        .args(["network", "create", "--driver", "bridge", &missing])
+        .output()
+        .unwrap();
+    assert!(
+        local.status.success(),
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+    let out = setup.run(&[repo.to_str().unwrap()]);
+    let _ = std::process::Command::new("docker")
+        .args(["network", "rm", &missing])
+        .output();
+    let r = out.results();
+    let install = tier(&r, "install");
+    assert_eq!(install["cause"], "infrastructure", "{install}");
+    assert!(
+        install["reason"]
+            .as_str()
+            .unwrap()
+            .contains("exists but is local-scoped (driver bridge)"),
+        "{install}"
+    );
+    assert_nothing_left(&setup.stack("website"));
+}
+
+/// An env file cc-ci (and so its abra double) cannot read is cc-ci's failure, said as
+/// such, before anything is deployed.
+#[test]
+fn an_env_file_cc_ci_cannot_read_is_a_harness_failure_and_nothing_is_deployed() {
+    let setup = Setup::new("t-badenv");
+    let repo = recipe_copy("hello", setup.dir.path());
+    let sample = std::fs::read_to_string(repo.join(".env.sample")).unwrap();
+    std::fs::write(
+        repo.join(".env.sample"),
+        format!("{sample}GREETING=\"never closed\n"),
+    )
+    .unwrap();
+    commit_all(&repo, "an unterminated quote");
+    let out = setup.run(&[repo.to_str().unwrap()]);
+    assert_eq!(out.code, Some(0), "{}", out.describe());
+    let r = out.results();
+    let install = tier(&r, "install");
+    assert_eq!(install["status"], "failed");
+    assert_eq!(install["cause"], "harness", "{install}");
+    let reason = install["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("cc-ci could not read the app's env file as abra reads it"),
+        "{reason}"
+    );
+    assert!(reason.contains("unterminated quoted value"), "{reason}");
+    assert_eq!(r["deploys"]["count"], 0);
+    assert_nothing_left(&setup.stack("hello"));
+}

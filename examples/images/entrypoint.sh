@@ -6,6 +6,7 @@
 #   REQUIRE_SECRET          path of a secret file that must exist and be non-empty
 #   DATA_FORMAT             v1: write marker /data/format-v1
 #                           v2: refuse a volume carrying /data/format-v1
+#   SITE_PAGE               a file (a config) served as /site.html
 # The app serves /data/www with busybox httpd on port 8080 (not published).
 set -u
 echo "${APP_NAME:-app} ${APP_VERSION:-?} starting"
@@ -33,6 +34,9 @@ if [ ! -e /data/www/index.html ]; then
     echo "hello ${APP_VERSION:-?}" > /data/www/index.html
 fi
 echo "${APP_VERSION:-?}" > /data/www/version
+if [ -n "${SITE_PAGE:-}" ]; then
+    cp "$SITE_PAGE" /data/www/site.html || { echo "cannot serve $SITE_PAGE" >&2; exit 1; }
+fi
 # busybox httpd as PID 1 would ignore SIGTERM; run it as a child and forward.
 httpd -f -p 8080 -h /data/www &
 pid=$!

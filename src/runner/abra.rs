@@ -1,6 +1,7 @@
 //! The runner's driver of the pinned `abra` binary: exactly the commands listed in
 //! `docs/abra-contract.md`, each non-interactive (`-n`), chaos and offline (`-C -o`)
 //! where the older system used them, with a per-run `ABRA_DIR`.
+use super::envfile;
 use crate::process::{Cmd, Executor, Exit};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,8 @@ pub enum Error {
     Process(#[from] crate::process::Error),
     #[error("cannot update {0}: {1}")]
     File(PathBuf, #[source] std::io::Error),
+    #[error(transparent)]
+    Env(#[from] envfile::Error),
 }
 
 fn tail(stderr: &str) -> String {
@@ -171,20 +174,14 @@ impl Abra<'_> {
         Ok(())
     }
 
-    /// Set `KEY=value` lines in the app's env file (replacing existing keys).
+    /// Set `KEY=value` in the app's env file (see [`envfile::EnvFile::with_vars`]).
     pub fn set_env(&self, vars: &[(String, String)]) -> Result<()> {
-        let path = self.env_file();
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::File(path.clone(), e))?;
-        let updated = set_env_lines(&text, vars);
-        std::fs::write(&path, updated).map_err(|e| Error::File(path.clone(), e))
+        Ok(envfile::set_vars(&self.env_file(), vars)?)
     }
 
-    /// Add a compose file to `COMPOSE_FILE` in the app's env file.
+    /// Add a compose file to the end of `COMPOSE_FILE` in the app's env file.
     pub fn add_compose_file(&self, file: &str) -> Result<()> {
-        let path = self.env_file();
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::File(path.clone(), e))?;
-        let current = env_value(&text, "COMPOSE_FILE").unwrap_or_else(|| "compose.yml".into());
-        self.set_env(&[("COMPOSE_FILE".into(), format!("{current}:{file}"))])
+        Ok(envfile::add_compose_file(&self.env_file(), file)?)
     }
 
     fn record_deploy(&self, tier: &str, version: &str) -> Result<()> {
@@ -220,37 +217,6 @@ fn parse_generated(stdout: &[u8]) -> std::result::Result<Vec<String>, String> {
     Ok(list.into_iter().map(|g| g.value).collect())
 }
 
-fn env_value(text: &str, key: &str) -> Option<String> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once('=')?;
-        (k.trim() == key).then(|| {
-            v.split(" #")
-                .next()
-                .unwrap_or("")
-                .trim()
-                .trim_matches('"')
-                .to_string()
-        })
-    })
-}
-
-fn set_env_lines(text: &str, vars: &[(String, String)]) -> String {
-    let mut lines: Vec<String> = text.lines().map(String::from).collect();
-    for (key, value) in vars {
-        let line = format!("{key}={value}");
-        match lines
-            .iter_mut()
-            .find(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == key))
-        {
-            Some(existing) => *existing = line,
-            None => lines.push(line),
-        }
-    }
-    let mut out = lines.join("\n");
-    out.push('\n');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,23 +226,6 @@ mod tests {
         let v = parse_generated(br#"[{"name":"admin_password","value":"s3cretvalue"}]"#).unwrap();
         assert_eq!(v, vec!["s3cretvalue".to_string()]);
         assert!(parse_generated(b"not json").is_err());
-    }
-
-    #[test]
-    fn env_lines_replace_and_append() {
-        let text = "TYPE=hello\nCOMPOSE_FILE=compose.yml\n";
-        assert_eq!(
-            env_value(text, "COMPOSE_FILE").as_deref(),
-            Some("compose.yml")
-        );
-        let out = set_env_lines(
-            text,
-            &[
-                ("COMPOSE_FILE".into(), "a.yml:b.yml".into()),
-                ("X".into(), "1".into()),
-            ],
-        );
-        assert_eq!(out, "TYPE=hello\nCOMPOSE_FILE=a.yml:b.yml\nX=1\n");
     }
 
     #[test]

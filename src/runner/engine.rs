@@ -3,7 +3,9 @@
 //! CI-side hooks and tests it starts. [`Real`] is production; the ladder's unit tests
 //! script an engine of their own and run in milliseconds.
 use super::abra::{self, Abra};
+use super::compose::{self, Compose};
 use super::recipe::{self, Checkout};
+use super::swarm;
 use crate::docker::{self, Docker};
 use crate::process::{self, Cmd, Executor, Output};
 use crate::results::Tier;
@@ -19,6 +21,8 @@ pub enum Error {
     Recipe(#[from] recipe::Error),
     #[error(transparent)]
     Process(#[from] process::Error),
+    #[error(transparent)]
+    Compose(#[from] compose::Error),
     #[error("cannot copy {0} into the recipe checkout: {1}")]
     Overlay(PathBuf, #[source] std::io::Error),
 }
@@ -42,6 +46,8 @@ pub trait Engine {
     fn add_overlay(&self, overlay: &Path) -> Result<()>;
     /// `abra app secret generate`: the values are masked from then on.
     fn generate_secrets(&self) -> Result<usize>;
+    /// The app's compose files as they deploy now (the checkout's, by the app's env).
+    fn compose(&self) -> Result<Compose>;
     /// One deploy, recorded in the run's deploy file before it is issued.
     fn deploy(&self, tier: Tier, version: &str, force: bool) -> Result<()>;
     /// Deploys recorded in the run's deploy file (by the runner and by hooks).
@@ -100,6 +106,14 @@ impl Engine for Real<'_> {
         Ok(self.abra.generate_secrets()?)
     }
 
+    fn compose(&self) -> Result<Compose> {
+        Ok(Compose::of_app(
+            &self.checkout.dir,
+            &self.abra.env_file(),
+            &swarm::stack_name(&self.abra.domain),
+        )?)
+    }
+
     fn deploy(&self, tier: Tier, version: &str, force: bool) -> Result<()> {
         Ok(self.abra.deploy(tier.as_str(), version, force)?)
     }
@@ -136,18 +150,22 @@ impl Engine for Real<'_> {
 #[cfg(test)]
 pub(crate) mod scripted {
     //! A scripted engine for the ladder's unit tests: a recipe with one service `app`
-    //! whose data lives in `/data`, on the scripted Docker of [`crate::reap`]. Each
-    //! operation can be told to fail; deploys, backups and restores act on in-memory
-    //! state the way abra and backupbot would on a real swarm.
+    //! whose volume `data` is mounted at `/data`, on the scripted Docker of
+    //! [`crate::reap`] (reached through [`ScriptedHost`], which adds what the
+    //! containers hold). Each operation can be told to fail; deploys, backups and
+    //! restores act on in-memory state the way abra and backupbot would on a real
+    //! swarm.
     use super::{Engine, Error, Result};
-    use crate::docker::{Docker, Kind, Labels, Task};
+    use crate::docker::{self, Docker, Kind, Network, Object, Task};
     use crate::process::{Cmd, Exit, Output};
     use crate::reap::scripted::ScriptedDocker;
     use crate::results::Tier;
     use crate::runner::abra;
+    use crate::runner::compose::{self, Compose, Mount, MountKind};
     use std::cell::{Cell, RefCell};
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::path::Path;
+    use std::time::{Duration, Instant};
 
     /// How a scripted operation fails.
     #[derive(Debug, Clone)]
@@ -158,13 +176,139 @@ pub(crate) mod scripted {
         Format,
         /// git cannot do it.
         Git,
+        /// The compose files cannot be read.
+        Compose(String),
+        /// The app's env file cannot be read (line 3).
+        Env(String),
     }
 
+    /// The scripted Docker plus what the app's containers hold: directories, and a
+    /// row store that understands the data probe commands of the tests
+    /// (`… insert "$1"` records `$1`, `… select` prints the rows).
+    #[derive(Default)]
+    pub struct ScriptedHost {
+        pub inner: ScriptedDocker,
+        /// Paths that are directories in every container.
+        pub dirs: RefCell<BTreeSet<String>>,
+        /// Rows of each service's store.
+        pub rows: RefCell<BTreeMap<String, Vec<String>>>,
+        /// The insert command does not store anything.
+        pub forgetful_store: Cell<bool>,
+    }
+
+    impl std::ops::Deref for ScriptedHost {
+        type Target = ScriptedDocker;
+        fn deref(&self) -> &ScriptedDocker {
+            &self.inner
+        }
+    }
+
+    fn ok(stdout: String) -> Output {
+        Output {
+            exit: Exit::Success,
+            stdout: stdout.into_bytes(),
+            stderr: String::new(),
+        }
+    }
+
+    impl Docker for ScriptedHost {
+        fn check(&self) -> docker::Result<()> {
+            self.inner.check()
+        }
+        fn objects(&self, kind: Kind) -> docker::Result<Vec<Object>> {
+            self.inner.objects(kind)
+        }
+        fn remove(&self, kind: Kind, name: &str) -> docker::Result<()> {
+            self.inner.remove(kind, name)
+        }
+        fn services(&self, stack: &str) -> docker::Result<Vec<String>> {
+            self.inner.services(stack)
+        }
+        fn network(&self, name: &str) -> docker::Result<Option<Network>> {
+            self.inner.network(name)
+        }
+        fn health(&self, stack: &str) -> docker::Result<Option<String>> {
+            self.inner.health(stack)
+        }
+        fn tasks(&self, service: &str) -> docker::Result<(String, Vec<Task>)> {
+            self.inner.tasks(service)
+        }
+        fn service_logs(&self, service: &str) -> docker::Result<String> {
+            self.inner.service_logs(service)
+        }
+        fn container(&self, stack: &str, service: &str) -> docker::Result<Option<String>> {
+            self.inner.container(stack, service)
+        }
+        fn exec(&self, container: &str, argv: &[&str]) -> docker::Result<Output> {
+            let service = container.trim_start_matches("container-").to_string();
+            let script = match argv {
+                ["sh", "-c", script, ..] => *script,
+                _ => return self.inner.exec(container, argv),
+            };
+            if script == crate::runner::probe::PATH_KIND {
+                self.inner.exec(container, argv)?;
+                let path = argv.get(4).copied().unwrap_or_default();
+                let kind = if self.dirs.borrow().contains(path) {
+                    "dir"
+                } else if self
+                    .inner
+                    .files
+                    .borrow()
+                    .contains_key(&(service, path.to_string()))
+                {
+                    "file"
+                } else {
+                    "none"
+                };
+                return Ok(ok(format!("{kind}\n")));
+            }
+            if script.contains("insert") {
+                self.inner.exec(container, argv)?;
+                if !self.forgetful_store.get() {
+                    let value = argv.get(4).copied().unwrap_or_default();
+                    self.rows
+                        .borrow_mut()
+                        .entry(service)
+                        .or_default()
+                        .push(value.to_string());
+                }
+                return Ok(ok(String::new()));
+            }
+            if script.contains("select") {
+                self.inner.exec(container, argv)?;
+                let rows = self
+                    .rows
+                    .borrow()
+                    .get(&service)
+                    .cloned()
+                    .unwrap_or_default();
+                return Ok(ok(rows.iter().map(|r| format!("{r}\n")).collect()));
+            }
+            self.inner.exec(container, argv)
+        }
+        fn wait(&self, d: Duration) {
+            self.inner.wait(d)
+        }
+        fn now(&self) -> Instant {
+            self.inner.now()
+        }
+    }
+
+    /// What a backup holds: the containers' files and the stores' rows.
+    type Snapshot = (
+        BTreeMap<(String, String), String>,
+        BTreeMap<String, Vec<String>>,
+    );
+
     pub struct ScriptedEngine {
-        pub docker: ScriptedDocker,
+        pub docker: ScriptedHost,
         pub stack: String,
-        /// Labels of the service `app`.
-        pub labels: RefCell<Labels>,
+        /// Service labels (`deploy.labels`) of the service `app`.
+        pub labels: RefCell<BTreeMap<String, String>>,
+        /// Mounts of the service `app`.
+        pub mounts: RefCell<Vec<Mount>>,
+        /// More of the compose model: other services, top-level networks...
+        pub more: RefCell<Compose>,
         /// Operation name → how it fails (once per call, every call).
         pub failures: RefCell<BTreeMap<&'static str, Failure>>,
         /// A deploy with this commit checked out breaks the data (an upgrade that
@@ -183,23 +327,32 @@ pub(crate) mod scripted {
         pub deploys: Cell<u32>,
         pub env: RefCell<Vec<(String, String)>>,
         pub overlays: RefCell<Vec<String>>,
-        backups: RefCell<BTreeMap<(String, String), String>>,
+        backups: RefCell<Snapshot>,
         pub ran: RefCell<Vec<String>>,
     }
 
     impl ScriptedEngine {
         pub fn new(stack: &str) -> ScriptedEngine {
-            let labels: Labels = [
+            let labels = [
                 ("backupbot.backup", "true"),
                 ("backupbot.backup.path", "/data"),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+            let docker = ScriptedHost::default();
+            docker.dirs.borrow_mut().insert("/data".into());
             ScriptedEngine {
-                docker: ScriptedDocker::default(),
+                docker,
                 stack: stack.into(),
                 labels: RefCell::new(labels),
+                mounts: RefCell::new(vec![Mount {
+                    kind: MountKind::Volume,
+                    source: Some("data".into()),
+                    target: "/data".into(),
+                    read_only: false,
+                }]),
+                more: RefCell::default(),
                 failures: RefCell::default(),
                 loses_data_at: RefCell::default(),
                 restore_is_a_noop: Cell::new(false),
@@ -250,11 +403,27 @@ pub(crate) mod scripted {
                     dir: "/co".into(),
                     stderr: "fatal: bad object".into(),
                 })),
+                Some(Failure::Compose(detail)) => Err(Error::Compose(compose::Error::Yaml {
+                    path: "compose.yml".into(),
+                    detail: detail.clone(),
+                })),
+                Some(Failure::Env(detail)) => Err(Error::Compose(compose::Error::Env(
+                    crate::runner::envfile::Error::Syntax {
+                        path: "app.env".into(),
+                        line: 3,
+                        detail: detail.clone(),
+                    },
+                ))),
             }
         }
 
         fn app_service(&self) -> String {
             format!("{}_app", self.stack)
+        }
+
+        fn clear_data(&self) {
+            self.docker.files.borrow_mut().clear();
+            self.docker.rows.borrow_mut().clear();
         }
     }
 
@@ -308,6 +477,15 @@ pub(crate) mod scripted {
             Ok(1)
         }
 
+        fn compose(&self) -> Result<Compose> {
+            self.check("compose")?;
+            let mut c = self.more.borrow().clone();
+            let app = c.services.entry("app".into()).or_default();
+            app.deploy.labels = self.labels.borrow().clone();
+            app.volumes = self.mounts.borrow().clone();
+            Ok(c)
+        }
+
         fn deploy(&self, _tier: Tier, _version: &str, _force: bool) -> Result<()> {
             self.deploys.set(self.deploys.get() + 1);
             self.check("deploy")?;
@@ -332,11 +510,8 @@ pub(crate) mod scripted {
                     Some(&self.stack),
                 );
             }
-            d.labels
-                .borrow_mut()
-                .insert(self.app_service(), self.labels.borrow().clone());
             if *self.loses_data_at.borrow() == *self.checked_out.borrow() {
-                d.files.borrow_mut().clear();
+                self.clear_data();
             }
             Ok(())
         }
@@ -347,14 +522,19 @@ pub(crate) mod scripted {
 
         fn backup(&self) -> Result<()> {
             self.check("backup")?;
-            *self.backups.borrow_mut() = self.docker.files.borrow().clone();
+            *self.backups.borrow_mut() = (
+                self.docker.files.borrow().clone(),
+                self.docker.rows.borrow().clone(),
+            );
             Ok(())
         }
 
         fn restore(&self) -> Result<()> {
             self.check("restore")?;
             if !self.restore_is_a_noop.get() {
-                *self.docker.files.borrow_mut() = self.backups.borrow().clone();
+                let (files, rows) = self.backups.borrow().clone();
+                *self.docker.files.borrow_mut() = files;
+                *self.docker.rows.borrow_mut() = rows;
             }
             Ok(())
         }
@@ -378,7 +558,7 @@ pub(crate) mod scripted {
                     self.docker.remove(kind, name)?;
                 }
             }
-            self.docker.files.borrow_mut().clear();
+            self.clear_data();
             self.app.set(false);
             Ok(())
         }

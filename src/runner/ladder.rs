@@ -4,10 +4,13 @@
 //!
 //! Every decision here is made on what the [`Engine`] answers, so unit tests with a
 //! scripted engine cover them in milliseconds; the swarm tests run the real one.
+use super::backupbot::{self, Backup};
+use super::compose;
 use super::engine::{self, Engine};
+use super::prereq;
+use super::probe::{self, DataProbe};
 use super::run::{Run, Tested};
 use super::swarm::{self, Unhealthy};
-use crate::docker::Labels;
 use crate::process::{Cmd, Exit, StopReason};
 use crate::reap::{self, Leftover};
 use crate::results::{Cause, TestCaseResult, Tier, TierResult, TierStatus};
@@ -53,18 +56,8 @@ impl Teardown {
     }
 }
 
-/// Where the data checks write and read: a directory in a service's container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DataProbe {
-    pub service: String,
-    pub dir: String,
-}
-
-const MARKER: &str = ".ccci-marker";
-const MARKER_WRITE: &str = "printf %s \"$1\" > \"$2\"";
-const MARKER_READ: &str = "cat \"$1\"";
-const BACKUP_LABEL: &str = "backupbot.backup";
-
+/// What the restore tier writes after the backup, and must not find after the restore.
+const CHANGED: &str = "changed-after-backup";
 /// One climb of one run.
 pub struct Ladder<'a> {
     run: &'a Run,
@@ -73,8 +66,8 @@ pub struct Ladder<'a> {
     /// Deploys the plan expected so far.
     budget: Cell<u32>,
     tests: RefCell<Vec<TestCaseResult>>,
-    /// The data probe, once decided (`Some(None)`: there is none).
-    probe: RefCell<Option<Option<DataProbe>>>,
+    /// The data probe, once decided (`Err`: there is none, and why).
+    probe: RefCell<Option<Result<DataProbe, String>>>,
 }
 
 impl<'a> Ladder<'a> {
@@ -191,6 +184,7 @@ impl<'a> Ladder<'a> {
                 .add_overlay(&overlay)
                 .map_err(blame(Cause::Harness))?;
         }
+        self.check_host()?;
         self.engine.generate_secrets().map_err(|e| {
             // Output cc-ci cannot parse leaves secret values it cannot mask: stop.
             let cause = match e {
@@ -280,27 +274,27 @@ impl<'a> Ladder<'a> {
         let probe = self.data_probe()?;
         let written = format!("written-by-{base}");
         if let Some(p) = &probe {
-            self.write_marker(p, &written)?;
+            self.write_data(p, &written, true)?;
         }
         self.engine
             .checkout(&self.tested.sha)
             .map_err(blame(Cause::Harness))?;
         self.deploy(Tier::Upgrade, "tested ref", true)?;
         if let Some(p) = &probe {
-            self.expect_marker(p, &written, "data written before the upgrade")?;
+            self.expect_data(p, &written, None, "data written before the upgrade")?;
             self.note("data written at the base version survived the upgrade");
         }
         Ok(End::Passed)
     }
 
     fn backup(&self) -> Result<End, End> {
-        if self.backup_services()?.is_empty() {
+        if self.backups()?.is_empty() {
             return Ok(End::Skipped {
-                reason: format!("no service has the label {BACKUP_LABEL}=true"),
+                reason: format!("no service has the label {}=true", backupbot::BACKUP),
             });
         }
         if let Some(p) = self.data_probe()? {
-            self.write_marker(&p, &self.backed_up_value())?;
+            self.write_data(&p, &self.backed_up_value(), false)?;
         }
         self.engine.backup().map_err(blame(Cause::Recipe))?;
         Ok(End::Passed)
@@ -313,21 +307,25 @@ impl<'a> Ladder<'a> {
     fn restore(&self) -> Result<End, End> {
         let probe = self.data_probe()?;
         if let Some(p) = &probe {
-            self.write_marker(p, "changed-after-backup")?;
+            self.write_data(p, CHANGED, false)?;
         }
         self.engine.restore().map_err(blame(Cause::Recipe))?;
         if let Err(u) = self.wait_healthy(Tier::Restore)? {
             return Err(fail(u.cause, format!("after restore: {}", u.reason)));
         }
         let Some(probe) = probe else {
+            let why = self.probe.borrow().clone().and_then(Result::err);
             return Ok(End::Skipped {
-                reason: "no data location to check: set DATA_SERVICE and DATA_PATH in meta.toml"
-                    .into(),
+                reason: format!(
+                    "the restore ran, but its data cannot be checked: {}",
+                    why.unwrap_or_default()
+                ),
             });
         };
-        self.expect_marker(
+        self.expect_data(
             &probe,
             &self.backed_up_value(),
+            Some(CHANGED),
             "data changed after the backup",
         )?;
         self.note("data changed after the backup is back to the backed-up state");
@@ -503,112 +501,157 @@ impl<'a> Ladder<'a> {
         Ok(())
     }
 
-    fn backup_services(&self) -> Result<Vec<(String, Labels)>, End> {
-        let docker = self.engine.docker();
-        let infra = |e: crate::docker::Error| fail(Cause::Infrastructure, e.to_string());
-        let mut out = Vec::new();
-        for svc in docker.services(&self.run.stack).map_err(infra)? {
-            let labels = docker.service_labels(&svc).map_err(infra)?;
-            if labels.get(BACKUP_LABEL).map(String::as_str) == Some("true") {
-                out.push((svc, labels));
+    /// Before anything is deployed: the host has what the compose files need. An env
+    /// file cc-ci cannot read as abra reads it stops here (cc-ci's failure: its abra
+    /// double reads it alike); compose files it cannot read are said, and left to the
+    /// deploy to decide (docker refuses what is truly broken).
+    fn check_host(&self) -> Result<(), End> {
+        let compose = match self.engine.compose() {
+            Ok(c) => c,
+            Err(engine::Error::Compose(compose::Error::Env(e))) => {
+                return Err(fail(
+                    Cause::Harness,
+                    format!(
+                        "nothing deployed: cc-ci could not read the app's env file as abra \
+                         reads it: {e}"
+                    ),
+                ));
             }
+            Err(e) => {
+                self.note(&format!(
+                    "host prerequisites not checked: cc-ci could not read the app's compose \
+                     files ({e}); the deploy decides"
+                ));
+                return Ok(());
+            }
+        };
+        if !compose.unset.is_empty() {
+            let names: Vec<&str> = compose.unset.iter().map(String::as_str).collect();
+            self.note(&format!(
+                "the compose files use variables the app's env does not set (empty): {}",
+                names.join(", ")
+            ));
         }
-        Ok(out)
+        let missing = prereq::missing(&compose, self.engine.docker(), &self.run.stack)
+            .map_err(|e| fail(Cause::Infrastructure, e.to_string()))?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        Err(fail(
+            Cause::Infrastructure,
+            format!("nothing deployed: {}", list.join("; ")),
+        ))
     }
 
-    /// Where the data checks write: meta's DATA_SERVICE/DATA_PATH, else the first
-    /// backed-up path of the first backed-up service. Decided once per run.
+    /// The backed-up services, from the compose files as they deploy now.
+    fn backups(&self) -> Result<Vec<Backup>, End> {
+        let compose = self.engine.compose().map_err(|e| {
+            fail(
+                Cause::Harness,
+                format!("cc-ci could not read the app's compose files: {e}"),
+            )
+        })?;
+        Ok(backupbot::resolve(&compose))
+    }
+
+    /// How the data checks write and read ([`probe::choose`]), decided once per run
+    /// on the first deploy that has data (the upgrade base).
     fn data_probe(&self) -> Result<Option<DataProbe>, End> {
         if let Some(p) = self.probe.borrow().clone() {
-            return Ok(p);
+            return Ok(p.ok());
         }
-        let probe = match self.run.meta.data_probe() {
-            Some((service, dir)) => Some(DataProbe {
-                service: service.to_string(),
-                dir: dir.to_string(),
-            }),
-            None => self
-                .backup_services()?
-                .into_iter()
-                .find_map(|(svc, labels)| {
-                    let path = labels.get("backupbot.backup.path").cloned().or_else(|| {
-                        labels
-                            .iter()
-                            .find(|(k, _)| {
-                                k.starts_with("backupbot.backup.volumes.") && k.ends_with(".path")
-                            })
-                            .map(|(_, v)| v.clone())
-                    })?;
-                    let service = svc
-                        .strip_prefix(&format!("{}_", self.run.stack))
-                        .unwrap_or(&svc)
-                        .to_string();
-                    Some(DataProbe {
-                        service,
-                        dir: path.split(',').next().unwrap_or("").trim().to_string(),
-                    })
-                }),
-        };
-        if probe.is_none() {
-            self.note("no data location known (no backupbot path label, no DATA_SERVICE/DATA_PATH): data checks skipped");
+        let backups = self.backups()?;
+        for ignored in backups.iter().flat_map(|b| &b.ignored) {
+            self.note(&format!("backupbot label ignored: {ignored}"));
         }
-        *self.probe.borrow_mut() = Some(probe.clone());
-        Ok(probe)
+        let chosen = probe::choose(
+            &self.run.meta,
+            &backups,
+            self.engine.docker(),
+            &self.run.stack,
+        )
+        .map_err(|e| self.probe_failure(e, false))?;
+        match &chosen {
+            Ok(p) => self.note(&format!("data checks use {}", p.describe())),
+            Err(why) => self.note(&format!("data checks skipped: {why}")),
+        }
+        *self.probe.borrow_mut() = Some(chosen.clone());
+        Ok(chosen.ok())
     }
 
-    fn container(&self, service: &str) -> Result<String, End> {
-        self.engine
-            .docker()
-            .container(&self.run.stack, service)
-            .map_err(|e| fail(Cause::Infrastructure, e.to_string()))?
-            .ok_or_else(|| {
-                fail(
-                    Cause::Recipe,
-                    format!("no running container of service {service}"),
-                )
-            })
-    }
-
-    fn marker_file(probe: &DataProbe) -> String {
-        format!("{}/{MARKER}", probe.dir.trim_end_matches('/'))
-    }
-
-    fn write_marker(&self, probe: &DataProbe, value: &str) -> Result<(), End> {
-        let c = self.container(&probe.service)?;
-        let file = Self::marker_file(probe);
-        let out = self
-            .engine
-            .docker()
-            .exec(&c, &["sh", "-c", MARKER_WRITE, "sh", value, &file])
-            .map_err(|e| fail(Cause::Infrastructure, e.to_string()))?;
-        if !out.exit.success() {
-            return Err(fail(
-                Cause::Recipe,
+    /// Whose fault a failed probe is: the host's when docker fails; the CI config's
+    /// when the operator's commands fail the first time they are used (the app was
+    /// healthy); else the recipe's.
+    fn probe_failure(&self, e: probe::Error, first_use_of_commands: bool) -> End {
+        match e {
+            probe::Error::Docker(e) => fail(Cause::Infrastructure, e.to_string()),
+            probe::Error::Command { .. } if first_use_of_commands => fail(
+                Cause::Harness,
                 format!(
-                    "cannot write {file} in service {}: {}",
-                    probe.service,
-                    out.stderr.trim()
+                    "the data probe of the recipe's meta.toml does not work: {e}; check \
+                     DATA_WRITE_CMD and DATA_READ_CMD"
                 ),
-            ));
+            ),
+            other => fail(Cause::Recipe, other.to_string()),
+        }
+    }
+
+    /// Write `value` into the app's data. The operator's commands are read back at
+    /// their `first` use: a probe that does not work is not the recipe's fault.
+    fn write_data(&self, p: &DataProbe, value: &str, first: bool) -> Result<(), End> {
+        let docker = self.engine.docker();
+        let commands = first && matches!(p, DataProbe::Commands { .. });
+        p.write(docker, &self.run.stack, value)
+            .map_err(|e| self.probe_failure(e, commands))?;
+        if commands {
+            let read = p
+                .read(docker, &self.run.stack)
+                .map_err(|e| self.probe_failure(e, true))?;
+            if !read.values.iter().any(|v| v == value) {
+                return Err(fail(
+                    Cause::Harness,
+                    format!(
+                        "the data probe of the recipe's meta.toml does not read back what it \
+                         wrote: DATA_WRITE_CMD recorded {value:?}, DATA_READ_CMD printed {:?}; \
+                         check both commands",
+                        read.raw
+                    ),
+                ));
+            }
         }
         Ok(())
     }
 
-    fn expect_marker(&self, probe: &DataProbe, expected: &str, what: &str) -> Result<(), End> {
-        let c = self.container(&probe.service)?;
-        let file = Self::marker_file(probe);
-        let out = self
-            .engine
-            .docker()
-            .exec(&c, &["sh", "-c", MARKER_READ, "sh", &file])
-            .map_err(|e| fail(Cause::Infrastructure, e.to_string()))?;
-        let found = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.exit.success() || found != expected {
+    /// The app's data holds `expected`, and not `gone`.
+    fn expect_data(
+        &self,
+        p: &DataProbe,
+        expected: &str,
+        gone: Option<&str>,
+        what: &str,
+    ) -> Result<(), End> {
+        let read = p
+            .read(self.engine.docker(), &self.run.stack)
+            .map_err(|e| self.probe_failure(e, false))?;
+        if !read.values.iter().any(|v| v == expected) {
             return Err(fail(
                 Cause::Recipe,
                 format!(
-                    "{what} is lost: {file} in service {} holds {found:?}, expected {expected:?}",
-                    probe.service
+                    "{what} is lost: {} holds {:?}, expected {expected:?}",
+                    p.describe(),
+                    read.raw
+                ),
+            ));
+        }
+        if let Some(g) = gone.filter(|g| read.values.iter().any(|v| v == g)) {
+            return Err(fail(
+                Cause::Recipe,
+                format!(
+                    "{what} is not back to its backed-up state: {} holds {:?}, still with \
+                     {g:?} written after the backup",
+                    p.describe(),
+                    read.raw
                 ),
             ));
         }
@@ -1043,9 +1086,12 @@ mod tests {
             .labels
             .borrow_mut()
             .remove("backupbot.backup.path");
+        // No path label and no volume: backupbot backs up nothing of it.
+        case.engine.mounts.borrow_mut().clear();
         let c = case.climb();
         assert_eq!(c.statuses(), [Passed, Passed, Passed, Skipped, NotRun]);
-        assert!(c.reason(Restore).contains("DATA_SERVICE and DATA_PATH"));
+        assert!(c.reason(Restore).contains("service app backs up no path"));
+        assert!(c.reason(Restore).contains("DATA_SERVICE with DATA_PATH"));
         assert_eq!(
             case.engine.docker.called("exec"),
             0,
@@ -1074,20 +1120,226 @@ mod tests {
             .labels
             .borrow_mut()
             .remove("backupbot.backup.path");
-        case.engine.labels.borrow_mut().insert(
-            "backupbot.backup.volumes.data.path".into(),
-            "/srv/data".into(),
-        );
+        // Relative to where the volume is mounted in the service (/data).
+        case.engine
+            .labels
+            .borrow_mut()
+            .insert("backupbot.backup.volumes.data.path".into(), "www".into());
+        case.engine
+            .docker
+            .dirs
+            .borrow_mut()
+            .insert("/data/www".into());
         let c = case.climb();
         assert_eq!(c.level(), 5);
+        let calls = case.engine.docker.calls.borrow().join("\n");
+        assert!(calls.contains("/data/www/.ccci-marker"), "{calls}");
         assert!(
-            case.engine
-                .docker
-                .calls
-                .borrow()
-                .join("\n")
-                .contains("/srv/data/.ccci-marker")
+            c.log
+                .contains("data checks use /data/www/.ccci-marker in service app")
         );
+    }
+
+    /// A database: its volume path names the dump file its pre-hook writes.
+    fn dump_file_case(meta: RecipeMeta) -> Case {
+        let case = Case::with_meta(meta);
+        let mut labels = case.engine.labels.borrow_mut();
+        labels.remove("backupbot.backup.path");
+        labels.insert(
+            "backupbot.backup.volumes.data.path".into(),
+            "backup.sql".into(),
+        );
+        labels.insert("backupbot.backup.pre-hook".into(), "db dump".into());
+        labels.insert("backupbot.restore.post-hook".into(), "db restore".into());
+        drop(labels);
+        case
+    }
+
+    fn commands() -> RecipeMeta {
+        RecipeMeta {
+            DATA_SERVICE: Some("app".into()),
+            DATA_WRITE_CMD: Some("db insert \"$1\"".into()),
+            DATA_READ_CMD: Some("db select".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_dump_file_cannot_hold_a_marker_so_the_data_checks_are_skipped_with_the_fix() {
+        let case = dump_file_case(RecipeMeta::default());
+        let c = case.climb();
+        // Never a failure blamed on the recipe, never a pass that proves nothing.
+        assert_eq!(c.statuses(), [Passed, Passed, Passed, Skipped, NotRun]);
+        assert_eq!(c.level(), 3);
+        let reason = c.reason(Restore);
+        assert!(
+            reason.contains(
+                "the backed-up path /data/backup.sql of service app \
+                 (backupbot.backup.volumes.data.path) does not exist (yet), which its backup \
+                 pre-hook \"db dump\" writes"
+            ),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("DATA_WRITE_CMD and DATA_READ_CMD"),
+            "{reason}"
+        );
+        let calls = case.engine.docker.calls.borrow().join("\n");
+        assert!(!calls.contains(".ccci-marker"), "{calls}");
+    }
+
+    #[test]
+    fn the_operators_probe_commands_prove_a_row_survives_upgrade_backup_and_restore() {
+        let case = dump_file_case(commands());
+        let ladder = Ladder::new(&case.run, &case.engine, &case.tested);
+        for tier in [Install, Upgrade, Backup, Restore] {
+            assert_eq!(ladder.run_tier(tier), End::Passed, "{tier}");
+        }
+        let log = std::fs::read_to_string(case.run.artifacts.join("run.log")).unwrap();
+        assert!(log.contains("data checks use the data DATA_READ_CMD reads in service app"));
+        let rows = case.engine.docker.rows.borrow()["app"].clone();
+        assert_eq!(
+            rows,
+            [
+                "written-by-1.0.0+1.0".to_string(),
+                format!("backed-up-{}", case.run.id)
+            ],
+            "the row written after the backup is gone after the restore"
+        );
+        // A restore that brings nothing back leaves the later row: the recipe's fault.
+        let case = dump_file_case(commands());
+        case.engine.restore_is_a_noop.set(true);
+        let c = case.climb();
+        assert_eq!(c.cause(Restore), Some(Cause::Recipe));
+        assert!(
+            c.reason(Restore).contains(
+                "data changed after the backup is not back to its backed-up state: the data \
+                 DATA_READ_CMD reads in service app holds"
+            ),
+            "{}",
+            c.reason(Restore)
+        );
+        // An upgrade that loses the rows.
+        let case = dump_file_case(commands());
+        *case.engine.loses_data_at.borrow_mut() = Some("c0ffee".into());
+        let c = case.climb();
+        assert_eq!(c.cause(Upgrade), Some(Cause::Recipe));
+        assert!(
+            c.reason(Upgrade)
+                .contains("data written before the upgrade is lost")
+        );
+    }
+
+    #[test]
+    fn probe_commands_that_do_not_work_are_the_ci_configs_fault_not_the_recipes() {
+        let case = dump_file_case(commands());
+        case.engine.docker.forgetful_store.set(true);
+        let c = case.climb();
+        assert_eq!(c.statuses(), [Passed, Failed, NotRun, NotRun, NotRun]);
+        assert_eq!(c.cause(Upgrade), Some(Cause::Harness));
+        assert!(
+            c.reason(Upgrade).contains(
+                "does not read back what it wrote: DATA_WRITE_CMD recorded \"written-by-1.0.0+1.0\""
+            ),
+            "{}",
+            c.reason(Upgrade)
+        );
+    }
+
+    #[test]
+    fn a_missing_external_network_is_the_hosts_fault_and_nothing_is_deployed() {
+        use crate::runner::compose::Network;
+        let case = Case::new();
+        case.engine.more.borrow_mut().networks.insert(
+            "proxy".into(),
+            Network {
+                external: true,
+                ..Default::default()
+            },
+        );
+        let mut app = crate::runner::compose::Service::default();
+        app.networks.insert("proxy".into(), Default::default());
+        case.engine
+            .more
+            .borrow_mut()
+            .services
+            .insert("app".into(), app);
+        let c = case.climb();
+        assert_eq!(c.statuses(), [Failed, NotRun, NotRun, NotRun, NotRun]);
+        assert_eq!(c.cause(Install), Some(Cause::Infrastructure));
+        let reason = c.reason(Install);
+        assert!(
+            reason.starts_with("nothing deployed: the host has no network \"proxy\""),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("docker network create --driver overlay --attachable proxy"),
+            "{reason}"
+        );
+        assert_eq!(c.budget, 0);
+        assert_eq!(case.engine.deploys_recorded(), 0);
+        // With the network there, the same recipe climbs.
+        let case2 = Case::new();
+        *case2.engine.more.borrow_mut() = case.engine.more.borrow().clone();
+        case2.engine.docker.add(Kind::Network, "proxy", None);
+        assert_eq!(case2.climb().level(), 5);
+    }
+
+    #[test]
+    fn compose_files_cc_ci_cannot_read_are_a_harness_failure_never_the_recipes() {
+        let case = Case::new();
+        case.engine.fail(
+            "compose",
+            Failure::Compose("a construct cc-ci does not know".into()),
+        );
+        let c = case.climb();
+        // The deploy decides what it can; what needs the model fails as cc-ci's.
+        assert_eq!(c.tier(Install).status, Passed);
+        assert!(
+            c.log
+                .contains("host prerequisites not checked: cc-ci could not read")
+        );
+        assert_eq!(c.cause(Upgrade), Some(Cause::Harness));
+        assert!(
+            c.reason(Upgrade)
+                .contains("cc-ci could not read the app's compose files: compose.yml: not valid YAML: a construct cc-ci does not know"),
+            "{}",
+            c.reason(Upgrade)
+        );
+    }
+
+    #[test]
+    fn an_env_file_cc_ci_cannot_read_stops_before_the_deploy_as_cc_cis_failure() {
+        let case = Case::new();
+        case.engine.fail(
+            "compose",
+            Failure::Env("unterminated quoted value \"x".into()),
+        );
+        let c = case.climb();
+        assert_eq!(c.cause(Install), Some(Cause::Harness));
+        assert!(
+            c.reason(Install).starts_with(
+                "nothing deployed: cc-ci could not read the app's env file as abra reads it: \
+                 app.env:3: unterminated quoted value"
+            ),
+            "{}",
+            c.reason(Install)
+        );
+        assert_eq!(c.budget, 0);
+    }
+
+    #[test]
+    fn labels_naming_volumes_the_service_lacks_are_noted() {
+        let case = Case::new();
+        case.engine
+            .labels
+            .borrow_mut()
+            .insert("backupbot.backup.volumes.gone.path".into(), "x".into());
+        let c = case.climb();
+        assert_eq!(c.level(), 5);
+        assert!(c.log.contains(
+            "backupbot label ignored: backupbot.backup.volumes.gone.path (service app mounts no volume gone)"
+        ));
     }
 
     #[test]

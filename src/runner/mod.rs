@@ -4,9 +4,14 @@
 //! funnel runs on every path: success, failure, cancel, deadline, panic.
 pub mod abra;
 pub mod artifacts;
+pub mod backupbot;
+pub mod compose;
 pub mod engine;
+pub mod envfile;
 pub mod ladder;
 pub mod policy;
+pub mod prereq;
+pub mod probe;
 pub mod recipe;
 pub mod run;
 pub mod swarm;

@@ -85,7 +85,39 @@ mkrecipe() { # name command-json
 TYPE=$1
 DOMAIN=example.com
 COMPOSE_FILE="compose.yml"
+# the database part, switched on as recipes switch theirs on
+COMPOSE_FILE="\$COMPOSE_FILE:compose.db.yml"
 SECRET_ADMIN_PASSWORD_VERSION=v1 # length=16
+GREETING="hello \${DOMAIN}" # expanded from the line above
+EOF
+  cat >"$d/compose.db.yml" <<EOF
+version: "3.8"
+x-db-env: &db-env
+  DB_FILE: /var/lib/db/rows
+services:
+  app:
+    networks: [default, backend]
+  db:
+    image: $IMAGE
+    command: ["sh", "-c", "touch /var/lib/db/rows; trap 'exit 0' TERM; while :; do sleep 1; done"]
+    environment:
+      <<: *db-env
+    volumes:
+      - db:/var/lib/db
+    tmpfs: [/run/db]
+    networks: [backend]
+    stop_grace_period: 1s
+    deploy:
+      labels:
+        backupbot.backup: "true"
+        backupbot.backup.volumes.db.path: "backup.sql"
+        backupbot.backup.pre-hook: "cp \$\$DB_FILE /var/lib/db/backup.sql"
+        backupbot.restore.post-hook: "cp /var/lib/db/backup.sql \$\$DB_FILE"
+volumes:
+  db:
+networks:
+  backend:
+    internal: true
 EOF
   cat >"$d/compose.yml" <<EOF
 version: "3.8"
@@ -93,6 +125,8 @@ services:
   app:
     image: $IMAGE
     command: $2
+    environment:
+      - GREETING=\${GREETING}
     volumes:
       - data:/data
     secrets:
@@ -132,8 +166,24 @@ EOF
 mkrecipe good '["sh", "-c", "test -s /run/secrets/admin_password || exit 1; mkdir -p /data/www /data/files; echo hi > /data/www/index.html; exec httpd -f -p 8080 -h /data/www"]'
 mkrecipe bad '["sh", "-c", "echo this app always fails; exit 1"]'
 
-container() { docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_app" --filter status=running | head -n 1; }
+container() { docker ps -q --filter "label=com.docker.swarm.service.name=${STACK}_${1:-app}" --filter status=running | head -n 1; }
 in_app() { docker exec "$(container)" sh -c "$1"; }
+in_db() { docker exec "$(container db)" sh -c "$1"; }
+
+# --- env files, read as the runner reads them (the shared fixtures) --------------
+for fixture in "$HERE"/fixtures/env/*.env; do
+  got=$(
+    # shellcheck source=abra
+    . "$ABRA"
+    parse_env "$fixture"
+    for k in "${ENV_KEYS[@]}"; do v=${ENV[$k]}; printf '%s\t%s\n' "$k" "${v//$'\n'/\\n}"; done | sort
+  )
+  check "env fixture $(basename "$fixture") reads as expected" \
+    bash -c '[[ $1 == "$(sort "$2")" ]] || { diff <(echo "$1") <(sort "$2"); false; }' _ "$got" "${fixture%.env}.expected"
+done
+printf 'A=1\nB="never closed\n' >"$WORK/bad.env"
+out=$( (. "$ABRA"; parse_env "$WORK/bad.env") 2>&1 || true)
+check "an env file it cannot read is named with its line" bash -c '[[ $1 == *"bad.env:2: unterminated quoted value"* ]]' _ "$out"
 
 # --- CLI surface ---------------------------------------------------------------
 check "abra -v says it is the TEST DOUBLE" bash -c '"$1" -v | head -n 1 | grep -q "abra-double" && "$1" version | grep -q "TEST DOUBLE"' _ "$ABRA"
@@ -163,6 +213,10 @@ t0=$(date +%s)
 check "deploy converges" "$ABRA" app deploy "$DOMAIN" -n -o -C
 echo "     (deploy took $(($(date +%s) - t0))s)"
 check "service is running 1/1" bash -c '[[ $(docker service ls --filter name=$1_app --format "{{.Replicas}}") == "1/1" ]]' _ "$STACK"
+check "both compose files of \$COMPOSE_FILE deployed" bash -c '[[ $(docker service ls --filter name=$1_db --format "{{.Replicas}}") == "1/1" ]]' _ "$STACK"
+check "env file variables expand in order" bash -c '[[ $(docker exec "$1" sh -c "echo \$GREETING") == "hello $2" ]]' _ "$(container)" "$DOMAIN"
+check "merge keys reach the service" bash -c '[[ $(docker exec "$1" sh -c "echo \$DB_FILE") == /var/lib/db/rows ]]' _ "$(container db)"
+check "the internal network is internal" bash -c '[[ $(docker network inspect -f "{{.Internal}}" "$1_backend") == true ]]' _ "$STACK"
 check "app sees its secret" bash -c '[[ $(docker exec "$1" cat /run/secrets/admin_password) == "$2" ]]' _ "$(container)" "$(sed 's/.*"value":"\([^"]*\)".*/\1/' <<<"$json")"
 check "deploy refuses an already deployed app without -f" bash -c '! "$1" app deploy "$2" -n -o -C 2>/dev/null' _ "$ABRA" "$DOMAIN"
 check "deploy -f redeploys" "$ABRA" app deploy "$DOMAIN" -n -o -C -f
@@ -173,19 +227,23 @@ rm -f "$ABRA_DIR/recipes/good/README"
 
 # --- backup / restore -------------------------------------------------------------
 in_app 'echo original > /data/files/a.txt; mkdir -p /data/files/sub; echo deep > /data/files/sub/b.txt; echo outside > /data/not-backed-up'
+in_db 'echo row-before-backup > "$DB_FILE"'
 snap=$("$ABRA" app backup create "$DOMAIN" -n -o -C | sed -n 's/^snapshot: //p')
 check "backup create prints 'snapshot: <id>'" test -n "$snap"
 check "backup tar exists" test -s "$ABRA_DIR/backups/$DOMAIN/$snap/app.tar"
 check "backup pre-hook ran before the tar" bash -c 'tar -tf "$1" | grep -qx "data/files/dump.txt"' _ "$ABRA_DIR/backups/$DOMAIN/$snap/app.tar"
 check "backup post-hook ran" in_app 'test -e /tmp/backup-post-hook'
+check "the database's dump file, written by its pre-hook, is its backup" bash -c '[[ $(tar -tf "$1") == var/lib/db/backup.sql ]]' _ "$ABRA_DIR/backups/$DOMAIN/$snap/db.tar"
 check "only the labelled paths were backed up" bash -c '! tar -tf "$1" | grep -q "not-backed-up"' _ "$ABRA_DIR/backups/$DOMAIN/$snap/app.tar"
 in_app 'echo changed > /data/files/a.txt; rm -rf /data/files/sub; echo new > /data/files/extra.txt'
+in_db 'echo row-after-backup > "$DB_FILE"; rm /var/lib/db/backup.sql'
 out=$("$ABRA" app restore "$DOMAIN" -n -o -C || true)
 check "restore prints 'restored snapshot <id>'" bash -c '[[ $1 == *"restored snapshot $2"* ]]' _ "$out" "$snap"
 check "restored file content" bash -c '[[ $(docker exec "$1" cat /data/files/a.txt) == original ]]' _ "$(container)"
 check "restored deleted file" bash -c '[[ $(docker exec "$1" cat /data/files/sub/b.txt) == deep ]]' _ "$(container)"
 check "file created after the backup is gone" in_app '! test -e /data/files/extra.txt'
 check "restore post-hook ran" in_app 'test -e /tmp/restore-post-hook'
+check "the database's restore post-hook loaded the dump" bash -c '[[ $(docker exec "$1" sh -c "cat \$DB_FILE") == row-before-backup ]]' _ "$(container db)"
 
 # --- a failing deploy -------------------------------------------------------------------
 "$ABRA" app new bad -s local -D "$BAD" -n -o -C >/dev/null
