@@ -5,6 +5,7 @@ pub mod abra;
 pub mod artifacts;
 pub mod cli;
 pub mod config;
+pub mod confine;
 pub mod ladder;
 pub mod lock;
 pub mod meta;
