@@ -151,7 +151,10 @@ fn hierarchy() -> Result<(PathBuf, PathBuf), Error> {
         }
         let fields: Vec<&str> = left.split(' ').collect();
         if fields.len() >= 5 {
-            return Ok((PathBuf::from(unescape(fields[4])), PathBuf::from(unescape(fields[3]))));
+            return Ok((
+                PathBuf::from(unescape(fields[4])),
+                PathBuf::from(unescape(fields[3])),
+            ));
         }
     }
     Err(Error::NoHierarchy)
@@ -191,11 +194,19 @@ mod tests {
     #[test]
     fn paths_under_a_mount_with_a_root() {
         assert_eq!(
-            under(Path::new("/sys/fs/cgroup"), Path::new("/"), Path::new("/system.slice/x.service/t")),
+            under(
+                Path::new("/sys/fs/cgroup"),
+                Path::new("/"),
+                Path::new("/system.slice/x.service/t")
+            ),
             PathBuf::from("/sys/fs/cgroup/system.slice/x.service/t")
         );
         assert_eq!(
-            under(Path::new("/sys/fs/cgroup"), Path::new("/a"), Path::new("/a/b")),
+            under(
+                Path::new("/sys/fs/cgroup"),
+                Path::new("/a"),
+                Path::new("/a/b")
+            ),
             PathBuf::from("/sys/fs/cgroup/b")
         );
         assert_eq!(unescape("/x\\040y"), "/x y");

@@ -46,7 +46,9 @@ impl Probe {
     pub fn describe(&self) -> String {
         match (&self.error, self.abi) {
             (Some(e), _) => format!("the probe failed: {e}"),
-            (None, None) => "the kernel has no landlock (or it is disabled at boot: lsm=…,landlock)".into(),
+            (None, None) => {
+                "the kernel has no landlock (or it is disabled at boot: lsm=…,landlock)".into()
+            }
             (None, Some(abi)) => format!("landlock ABI {abi} enforced nothing"),
         }
     }
@@ -60,7 +62,10 @@ pub fn probe() -> Probe {
         let abi = kernel_abi();
         let result = (|| -> Result<RulesetStatus, RulesetError> {
             let status = base()?
-                .add_rules(landlock::path_beneath_rules(["/"], AccessFs::from_read(ABI_WANTED)))?
+                .add_rules(landlock::path_beneath_rules(
+                    ["/"],
+                    AccessFs::from_read(ABI_WANTED),
+                ))?
                 .restrict_self()?;
             Ok(status.ruleset)
         })();
@@ -128,7 +133,13 @@ pub struct Rules<'a> {
 }
 
 /// Devices a shell script writes to (`>/dev/null`) and reads from.
-const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
+const DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];
 
 /// Build one test's ruleset in the parent (opening every rule's path); the child
 /// only restricts itself with it.

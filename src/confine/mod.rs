@@ -154,7 +154,10 @@ impl Enforcement {
     /// One line for run.log.
     pub fn summary(&self) -> String {
         let landlock = match self.landlock_abi {
-            Some(abi) => format!("landlock ABI {abi} {}", self.landlock_status.replace('_', " ")),
+            Some(abi) => format!(
+                "landlock ABI {abi} {}",
+                self.landlock_status.replace('_', " ")
+            ),
             None => "no landlock".into(),
         };
         let mut s = format!(
@@ -262,7 +265,10 @@ impl Confinement {
         let (uid, gid) = if switch {
             (config.uid, config.gid)
         } else {
-            (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+            (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            )
         };
         for dir in &scope.writable {
             identity::make_writable(dir, uid, gid)
@@ -317,7 +323,13 @@ impl Confinement {
         let n = self.tests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let safe: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let scratch = self.scope.dir.join("tests").join(format!("{n:03}-{safe}"));
         let _ = std::fs::remove_dir_all(&scratch);
@@ -345,7 +357,10 @@ impl Confinement {
         let env = vec![
             ("HOME".into(), scratch.clone().into_os_string()),
             ("TMPDIR".into(), tmp.into_os_string()),
-            ("DOCKER_CONFIG".into(), scratch.join(".docker").into_os_string()),
+            (
+                "DOCKER_CONFIG".into(),
+                scratch.join(".docker").into_os_string(),
+            ),
             (
                 "DOCKER_HOST".into(),
                 format!("unix://{}", self.enforcement.endpoint.display()).into(),

@@ -76,8 +76,8 @@ pub struct Endpoint {
 impl Endpoint {
     pub fn start(policy: Policy) -> Result<Endpoint, Error> {
         let _ = std::fs::remove_file(&policy.socket);
-        let listener =
-            UnixListener::bind(&policy.socket).map_err(|e| Error::Bind(policy.socket.clone(), e))?;
+        let listener = UnixListener::bind(&policy.socket)
+            .map_err(|e| Error::Bind(policy.socket.clone(), e))?;
         // Reachable by the test identity; who really may talk is checked per peer.
         let _ = std::os::unix::fs::chown(&policy.socket, Some(policy.client_uid), None);
         use std::os::unix::fs::PermissionsExt;
@@ -130,7 +130,11 @@ fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
         let Ok(mut conn) = conn else { continue };
         if shared.open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
             shared.open.fetch_sub(1, Ordering::SeqCst);
-            let _ = respond_error(&mut conn, 503, "cc-ci: busy: too many connections to the run's endpoint");
+            let _ = respond_error(
+                &mut conn,
+                503,
+                "cc-ci: busy: too many connections to the run's endpoint",
+            );
             continue;
         }
         let s = Arc::clone(&shared);
@@ -235,7 +239,12 @@ fn decide(req: &Request, shared: &Shared) -> Result<Forward, Refusal> {
         }
     };
     let route = rules::route(&req.method, &req.path)?;
-    let plain = |path| Ok(Forward { path, mode: Mode::Plain });
+    let plain = |path| {
+        Ok(Forward {
+            path,
+            mode: Mode::Plain,
+        })
+    };
     match route {
         Route::Start | Route::Node => plain(with_query(req.path.clone())),
         Route::ListScoped => plain(format!(
@@ -289,7 +298,10 @@ fn decide(req: &Request, shared: &Shared) -> Result<Forward, Refusal> {
 /// `/v1.41/containers/web/exec` with `web` → the full id.
 fn replace_id(path: &str, id: &str, full: &str) -> String {
     let needle = format!("/{id}");
-    match path.find(&format!("{needle}/")).or_else(|| path.rfind(&needle)) {
+    match path
+        .find(&format!("{needle}/"))
+        .or_else(|| path.rfind(&needle))
+    {
         Some(i) => format!("{}/{full}{}", &path[..i], &path[i + needle.len()..]),
         None => path.to_string(),
     }
@@ -309,13 +321,12 @@ fn owned(shared: &Shared, kind: &str, id: &str, suffix: &str) -> Result<String, 
             .and_then(Value::as_str)
             .unwrap_or(id)
             .to_string()),
-        ns => Err(Refusal::new(
+        _ => Err(Refusal::new(
             "other-stack",
             format!(
-                "{} {id} is not of this run's stack {} (its stack: {})",
+                "{} {id} is not of this run's stack {}",
                 kind.trim_end_matches('s'),
                 shared.policy.stack,
-                ns.unwrap_or("none")
             ),
         )),
     }
@@ -351,13 +362,23 @@ fn engine_json(engine: &std::path::Path, path: &str) -> Result<Value, Refusal> {
 fn engine_get(engine: &std::path::Path, path: &str) -> io::Result<(u16, Vec<u8>)> {
     let mut s = UnixStream::connect(engine)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
+    )?;
     let mut all = Vec::new();
     s.read_to_end(&mut all)?;
     let (status, head_len, chunked) = parse_response_head(&all)?
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "incomplete answer"))?;
     let body = &all[head_len..];
-    Ok((status, if chunked { dechunk(body)? } else { body.to_vec() }))
+    Ok((
+        status,
+        if chunked {
+            dechunk(body)?
+        } else {
+            body.to_vec()
+        },
+    ))
 }
 
 /// Status, head length and whether the body is chunked; `None` if incomplete.
@@ -368,7 +389,9 @@ fn parse_response_head(buf: &[u8]) -> io::Result<Option<(u16, usize, bool)>> {
         Ok(httparse::Status::Complete(n)) => {
             let chunked = r.headers.iter().any(|h| {
                 h.name.eq_ignore_ascii_case("transfer-encoding")
-                    && String::from_utf8_lossy(h.value).to_ascii_lowercase().contains("chunked")
+                    && String::from_utf8_lossy(h.value)
+                        .to_ascii_lowercase()
+                        .contains("chunked")
             });
             Ok(Some((r.code.unwrap_or(0), n, chunked)))
         }
@@ -430,7 +453,10 @@ fn read_request(conn: &mut UnixStream) -> io::Result<Request> {
                     let value = String::from_utf8_lossy(h.value).to_ascii_lowercase();
                     match name.as_str() {
                         "content-length" => {
-                            length = value.trim().parse().map_err(|_| bad("bad Content-Length"))?
+                            length = value
+                                .trim()
+                                .parse()
+                                .map_err(|_| bad("bad Content-Length"))?
                         }
                         "transfer-encoding" => chunked = value.contains("chunked"),
                         "upgrade" => {
@@ -494,7 +520,11 @@ fn encoded_len(b: &[u8]) -> Option<usize> {
     loop {
         let line_end = b[at..].windows(2).position(|w| w == b"\r\n")? + at;
         let size = usize::from_str_radix(
-            std::str::from_utf8(&b[at..line_end]).ok()?.split(';').next()?.trim(),
+            std::str::from_utf8(&b[at..line_end])
+                .ok()?
+                .split(';')
+                .next()?
+                .trim(),
             16,
         )
         .ok()?;
@@ -682,12 +712,18 @@ mod tests {
             replace_id("/v1.41/containers/web/exec", "web", "abc123"),
             "/v1.41/containers/abc123/exec"
         );
-        assert_eq!(replace_id("/v1.41/services/web", "web", "s1"), "/v1.41/services/s1");
+        assert_eq!(
+            replace_id("/v1.41/services/web", "web", "s1"),
+            "/v1.41/services/s1"
+        );
     }
 
     #[test]
     fn chunked_bodies() {
-        assert_eq!(dechunk(b"3\r\nabc\r\n2;x\r\nde\r\n0\r\n\r\n").unwrap(), b"abcde");
+        assert_eq!(
+            dechunk(b"3\r\nabc\r\n2;x\r\nde\r\n0\r\n\r\n").unwrap(),
+            b"abcde"
+        );
         assert_eq!(encoded_len(b"3\r\nabc\r\n0\r\n\r\nEXTRA"), Some(13));
         assert!(dechunk(b"3\r\nab").is_err());
     }

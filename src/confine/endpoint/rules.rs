@@ -111,7 +111,11 @@ fn strip_version(path: &str) -> &str {
 }
 
 /// Characters escaped in a query value we write (Go's QueryUnescape reads them all).
-const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// The query with the stack's namespace label added to its `filters` (AND with
 /// whatever the test asked for).
@@ -137,12 +141,20 @@ pub fn scope_filters(query: &str, stack: &str) -> Result<String, Refusal> {
         let Some(map) = filters.as_object_mut() else {
             return Err(Refusal::new("bad-filters", "filters is not a JSON object"));
         };
-        match map.entry("label").or_insert_with(|| Value::Object(Default::default())) {
+        match map
+            .entry("label")
+            .or_insert_with(|| Value::Object(Default::default()))
+        {
             Value::Object(labels) => {
                 labels.insert(label.clone(), Value::Bool(true));
             }
             Value::Array(labels) => labels.push(Value::String(label.clone())),
-            _ => return Err(Refusal::new("bad-filters", "filters.label is neither map nor list")),
+            _ => {
+                return Err(Refusal::new(
+                    "bad-filters",
+                    "filters.label is neither map nor list",
+                ));
+            }
         }
         *v = filters.to_string();
     }
@@ -154,7 +166,13 @@ pub fn scope_filters(query: &str, stack: &str) -> Result<String, Refusal> {
     }
     Ok(pairs
         .iter()
-        .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, QUERY), utf8_percent_encode(v, QUERY)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, QUERY),
+                utf8_percent_encode(v, QUERY)
+            )
+        })
         .collect::<Vec<_>>()
         .join("&"))
 }
@@ -204,13 +222,19 @@ mod tests {
 
     #[test]
     fn routes_with_and_without_version() {
-        assert_eq!(route("GET", "/v1.41/containers/json"), Ok(Route::ListScoped));
+        assert_eq!(
+            route("GET", "/v1.41/containers/json"),
+            Ok(Route::ListScoped)
+        );
         assert_eq!(route("HEAD", "/_ping"), Ok(Route::Start));
         assert_eq!(
             route("POST", "/v1.41/containers/abc/exec"),
             Ok(Route::ExecCreate("abc".into()))
         );
-        assert_eq!(route("POST", "/v1.41/exec/e1/start"), Ok(Route::Exec("e1".into())));
+        assert_eq!(
+            route("POST", "/v1.41/exec/e1/start"),
+            Ok(Route::Exec("e1".into()))
+        );
         for (m, p, rule_word) in [
             ("POST", "/v1.41/containers/create", "creating containers"),
             ("POST", "/v1.41/volumes/create", "volumes"),
@@ -221,7 +245,11 @@ mod tests {
         ] {
             let r = route(m, p).unwrap_err();
             assert_eq!(r.status, 403);
-            assert!(r.message().starts_with("cc-ci: not-allowed: "), "{}", r.message());
+            assert!(
+                r.message().starts_with("cc-ci: not-allowed: "),
+                "{}",
+                r.message()
+            );
             assert!(r.message().contains(rule_word), "{m} {p}: {}", r.message());
         }
     }
@@ -243,7 +271,10 @@ mod tests {
         assert_eq!(v["label"]["com.docker.stack.namespace=s"], true);
         let q = scope_filters("filters=%7B%22label%22%3A%5B%22x%22%5D%7D", "s").unwrap();
         let v: Value = serde_json::from_str(&decode(&q[8..])).unwrap();
-        assert_eq!(v["label"], serde_json::json!(["x", "com.docker.stack.namespace=s"]));
+        assert_eq!(
+            v["label"],
+            serde_json::json!(["x", "com.docker.stack.namespace=s"])
+        );
     }
 
     #[test]
@@ -251,12 +282,17 @@ mod tests {
         assert!(check_exec(br#"{"Cmd":["true"]}"#, false).is_ok());
         assert!(check_exec(br#"{"User":"1000"}"#, false).is_ok());
         assert_eq!(
-            check_exec(br#"{"Privileged":true}"#, true).unwrap_err().rule,
+            check_exec(br#"{"Privileged":true}"#, true)
+                .unwrap_err()
+                .rule,
             "privileged-exec"
         );
         for u in ["root", "0", "0:0", "1000:0", "root:root"] {
             let body = format!(r#"{{"User":"{u}"}}"#);
-            assert_eq!(check_exec(body.as_bytes(), false).unwrap_err().rule, "exec-as-root");
+            assert_eq!(
+                check_exec(body.as_bytes(), false).unwrap_err().rule,
+                "exec-as-root"
+            );
             assert!(check_exec(body.as_bytes(), true).is_ok());
         }
     }
