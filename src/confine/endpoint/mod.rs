@@ -11,7 +11,7 @@
 //!   services.
 //! - A container, service or task named in a path is inspected first and must carry
 //!   the stack's label; the request is then forwarded for its full id, so a name
-//!   cannot be rebound in between.
+//!   cannot be rebound in between (and the check is remembered for the run).
 //! - `docker exec`: the create body must not be privileged (nor root, unless the
 //!   operator allows it); only exec instances created through this endpoint can be
 //!   started, and the start is relayed as the raw, hijacked stream it is.
@@ -61,6 +61,9 @@ struct Shared {
     policy: Policy,
     /// Exec instances created through this endpoint.
     execs: Mutex<HashSet<String>>,
+    /// `kind/id` as a test named it → the full id, checked to be of the stack. A
+    /// label never changes and requests go to the full id, so a hit is safe.
+    owned: Mutex<std::collections::HashMap<String, String>>,
     /// Refusals, for run.log.
     log: Mutex<Vec<String>>,
     open: AtomicUsize,
@@ -85,6 +88,7 @@ impl Endpoint {
         let shared = Arc::new(Shared {
             policy,
             execs: Mutex::new(HashSet::new()),
+            owned: Mutex::new(Default::default()),
             log: Mutex::new(Vec::new()),
             open: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
@@ -313,14 +317,22 @@ fn owned(shared: &Shared, kind: &str, id: &str, suffix: &str) -> Result<String, 
     if id.is_empty() || id.contains(['/', '?', '#', '%']) {
         return Err(Refusal::new("bad-id", format!("{kind} id {id:?}")));
     }
+    let key = format!("{kind}/{id}");
+    if let Some(full) = shared.owned.lock().expect("owned").get(&key) {
+        return Ok(full.clone());
+    }
     let v = engine_json(&shared.policy.engine, &format!("/{kind}/{id}{suffix}"))?;
     match rules::namespace_of(&v) {
-        Some(ns) if ns == shared.policy.stack => Ok(v
-            .get("ID")
-            .or_else(|| v.get("Id"))
-            .and_then(Value::as_str)
-            .unwrap_or(id)
-            .to_string()),
+        Some(ns) if ns == shared.policy.stack => {
+            let full = v
+                .get("ID")
+                .or_else(|| v.get("Id"))
+                .and_then(Value::as_str)
+                .unwrap_or(id)
+                .to_string();
+            shared.owned.lock().expect("owned").insert(key, full.clone());
+            Ok(full)
+        }
         _ => Err(Refusal::new(
             "other-stack",
             format!(
