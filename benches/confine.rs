@@ -7,15 +7,20 @@
 //!    cgroup, so only the socket differs).
 //!
 //! `cargo bench --bench confine` (root and an active swarm). Deploys a one-service
-//! stack `bench_confine_test` from a local busybox image and removes it. Results:
+//! stack `bench_confine_test` from a local busybox image (the tests' fixture) and
+//! removes it. Results:
 //! docs/perf.md, "Confinement".
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ccci::confine::{Config, Confinement, Scope};
 
+#[allow(dead_code)]
+#[path = "../tests/support/confine.rs"]
+mod support;
+use support::{chmod, deploy_stack, remove_stack, require_swarm, running_container};
+
 const STACK: &str = "bench_confine_test";
-const IMAGE: &str = "ccci-confine-test/busybox:1";
 
 fn main() {
     let rounds: usize = std::env::var("ROUNDS")
@@ -69,8 +74,9 @@ fn main() {
     report("spawn /bin/true", "plain", &plain, "confined", &confined);
 
     // 2. The endpoint.
-    deploy();
-    let container = container();
+    require_swarm();
+    deploy_stack(STACK);
+    let container = running_container(STACK).expect("a running container");
     let cgroup = confinement.enforcement().cgroup.clone().expect("a cgroup");
     let exec = |host: &str| {
         let procs = std::fs::OpenOptions::new()
@@ -109,7 +115,7 @@ fn main() {
         &through,
     );
     drop(confinement);
-    remove();
+    remove_stack(STACK);
 }
 
 fn per_spawn(n: usize, mut f: impl FnMut() -> Duration) -> f64 {
@@ -135,95 +141,4 @@ fn report(what: &str, base: &str, b: &[f64], name: &str, x: &[f64]) {
         med(x) / med(b),
         b.len()
     );
-}
-
-fn chmod(p: &std::path::Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker").args(args).output().unwrap()
-}
-
-fn deploy() {
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::copy("/bin/busybox", ctx.path().join("busybox")).expect("/bin/busybox");
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
-         RUN mkdir -p /tmp /www && chmod 1777 /tmp && echo hello > /www/index.html\n",
-    )
-    .unwrap();
-    let out = Command::new("docker")
-        .args(["build", "-q", "-t", IMAGE])
-        .arg(ctx.path())
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(
-        ctx.path().join("compose.yml"),
-        format!("version: '3.8'\nservices:\n  app:\n    image: {IMAGE}\n    command: [\"sleep\", \"3600\"]\n"),
-    )
-    .unwrap();
-    let out = Command::new("docker")
-        .args([
-            "stack",
-            "deploy",
-            "--resolve-image",
-            "never",
-            "-c",
-            "compose.yml",
-            STACK,
-        ])
-        .current_dir(ctx.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn container() -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = docker(&[
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=com.docker.swarm.service.name={STACK}_app"),
-            "--filter",
-            "status=running",
-        ]);
-        if let Some(c) = String::from_utf8_lossy(&out.stdout).lines().next() {
-            return c.to_string();
-        }
-        assert!(Instant::now() < deadline, "{STACK}_app never ran");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn remove() {
-    let _ = docker(&["stack", "rm", STACK]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let out = docker(&[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=com.docker.stack.namespace={STACK}"),
-        ]);
-        let nets = docker(&["network", "ls", "-q", "--filter", &format!("name={STACK}_")]);
-        if out.stdout.is_empty() && nets.stdout.is_empty() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }

@@ -268,7 +268,11 @@ fn the_endpoint_answers_only_for_the_runs_stack() {
     let r = run("sps-other.sh", &format!("docker service ps {OTHER}_app"));
     assert_ne!(r.code, Some(0), "{}", r.all());
     assert!(!r.stdout.contains(OTHER), "{}", r.all());
-    assert!(support::leftovers("ccci_confine_test_v").is_empty());
+    assert!(
+        !docker(&["volume", "inspect", "ccci_confine_test_v"])
+            .status
+            .success()
+    );
     let out = docker(&[
         "service",
         "inspect",

@@ -112,6 +112,19 @@ fn fuzz_smoke_loop() {
     }
 }
 
+/// `input` cut at `cuts` (clamped, sorted) into consecutive chunks.
+fn cut(input: &[u8], cuts: Vec<usize>) -> Vec<&[u8]> {
+    let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+    cuts.sort();
+    let mut chunks = Vec::new();
+    let mut last = 0;
+    for c in cuts.into_iter().chain([input.len()]) {
+        chunks.push(&input[last..c]);
+        last = c;
+    }
+    chunks
+}
+
 fn alphabet_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(prop::sample::select(b"abcd\n\x00\xff".to_vec()), 0..max)
 }
@@ -158,14 +171,7 @@ proptest! {
             input.extend_from_slice(&secrets[i % secrets.len()]);
         }
         let expected = stream::reference(m.patterns(), &input);
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
-        cuts.sort();
-        let mut chunks = Vec::new();
-        let mut last = 0;
-        for c in cuts.into_iter().chain([input.len()]) {
-            chunks.push(&input[last..c]);
-            last = c;
-        }
+        let chunks = cut(&input, cuts);
         let got = mask_stream(&m, &chunks);
         prop_assert_eq!(&got, &expected);
         for s in &secrets {
@@ -195,14 +201,7 @@ proptest! {
         let input = format!("auth {enc} ok").into_bytes();
         let expected = [&b"auth "[..], &expected, b" ok"].concat();
         prop_assert_eq!(&stream::reference(m.patterns(), &input), &expected);
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
-        cuts.sort();
-        let mut chunks = Vec::new();
-        let mut last = 0;
-        for c in cuts.into_iter().chain([input.len()]) {
-            chunks.push(&input[last..c]);
-            last = c;
-        }
+        let chunks = cut(&input, cuts);
         prop_assert_eq!(mask_stream(&m, &chunks), expected);
     }
 

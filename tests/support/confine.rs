@@ -134,6 +134,16 @@ pub fn run_confined(c: &Confinement, script: &Path, env: &[(&str, &str)]) -> Ran
     }
 }
 
+/// Swarm tests need the real engine: fail loudly (never skip) when it is missing.
+pub fn require_swarm() {
+    let out = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        state, "active",
+        "confinement tests need root and an active swarm"
+    );
+}
+
 pub fn docker(args: &[&str]) -> std::process::Output {
     Command::new("docker")
         .args(args)
@@ -148,7 +158,7 @@ static USERS: Mutex<usize> = Mutex::new(0);
 
 impl Stacks {
     pub fn acquire() -> Stacks {
-        crate::support::require_swarm();
+        require_swarm();
         let mut users = USERS.lock().unwrap();
         if *users == 0 {
             deploy();
@@ -173,7 +183,8 @@ impl Drop for Stacks {
     }
 }
 
-fn running_container(stack: &str) -> Option<String> {
+/// A running container of `<stack>_app`, if any.
+pub fn running_container(stack: &str) -> Option<String> {
     let out = docker(&[
         "ps",
         "-q",
@@ -188,7 +199,8 @@ fn running_container(stack: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn image() {
+/// Build the busybox image (once per process): nothing is pulled.
+pub fn build_image() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let ctx = tempfile::tempdir().unwrap();
@@ -206,13 +218,18 @@ fn image() {
             .env("DOCKER_BUILDKIT", "0")
             .output()
             .unwrap();
-        assert!(out.status.success(), "docker build: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "docker build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     });
 }
 
-fn deploy() {
-    image();
-    remove();
+/// Deploy `stack`: one service `app` (busybox httpd on 8080 serving "hello", with
+/// a secret `admin_password`), and wait for its container to run.
+pub fn deploy_stack(stack: &str) {
+    build_image();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pw"), "confine-test-password\n").unwrap();
     let compose = format!(
@@ -220,44 +237,57 @@ fn deploy() {
          \x20   secrets: [admin_password]\nsecrets:\n  admin_password:\n    file: ./pw\n"
     );
     std::fs::write(dir.path().join("compose.yml"), compose).unwrap();
-    for stack in [OWN, OTHER] {
-        let out = Command::new("docker")
-            .args([
-                "stack",
-                "deploy",
-                "--resolve-image",
-                "never",
-                "-c",
-                "compose.yml",
-                stack,
-            ])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "stack deploy {stack}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let out = Command::new("docker")
+        .args([
+            "stack",
+            "deploy",
+            "--resolve-image",
+            "never",
+            "-c",
+            "compose.yml",
+            stack,
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stack deploy {stack}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
-    for stack in [OWN, OTHER] {
-        while running_container(stack).is_none() {
-            assert!(Instant::now() < deadline, "{stack}_app never ran");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    while running_container(stack).is_none() {
+        assert!(Instant::now() < deadline, "{stack}_app never ran");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
-fn remove() {
-    for stack in [OWN, OTHER] {
+/// Remove `stack` and wait until its containers, networks and secrets are gone.
+pub fn remove_stack(stack: &str) {
+    let _ = docker(&["stack", "rm", stack]);
+    let label = format!("label=com.docker.stack.namespace={stack}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let left = [
+            docker(&["ps", "-aq", "--filter", &label]),
+            docker(&["network", "ls", "-q", "--filter", &label]),
+            docker(&["secret", "ls", "-q", "--filter", &label]),
+        ];
+        if left.iter().all(|o| o.stdout.is_empty()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
         let _ = docker(&["stack", "rm", stack]);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for stack in [OWN, OTHER] {
-        while !crate::support::leftovers(stack).is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(250));
-            let _ = docker(&["stack", "rm", stack]);
-        }
-    }
+}
+
+fn deploy() {
+    remove();
+    deploy_stack(OWN);
+    deploy_stack(OTHER);
+}
+
+fn remove() {
+    remove_stack(OWN);
+    remove_stack(OTHER);
 }

@@ -330,7 +330,11 @@ fn owned(shared: &Shared, kind: &str, id: &str, suffix: &str) -> Result<String, 
                 .and_then(Value::as_str)
                 .unwrap_or(id)
                 .to_string();
-            shared.owned.lock().expect("owned").insert(key, full.clone());
+            shared
+                .owned
+                .lock()
+                .expect("owned")
+                .insert(key, full.clone());
             Ok(full)
         }
         _ => Err(Refusal::new(
