@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod cli;
 pub mod config;
+pub mod confine;
 pub mod docker;
 pub mod janitor;
 pub mod lock;

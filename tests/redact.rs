@@ -199,6 +199,29 @@ fn command_mode_masks_both_streams_and_keeps_exit_status() {
 }
 
 #[test]
+fn base64_edges_shared_with_neighbours_are_masked_too() {
+    // The value at byte offsets 0, 1 and 2 of a base64 blob, as `echo "user:$P" |
+    // base64` prints it: every character holding any bit of the value is masked (the
+    // edge ones it shares with `user:` or the newline too), nothing else is.
+    use base64::Engine as _;
+    let value = "Pa55word-with-a-bng!";
+    let dir = secrets_dir(&[("s", value.as_bytes())]);
+    for prefix in ["", "u", "u:", "user", "user:"] {
+        let whole = format!("{prefix}{value}\n");
+        let enc = base64::engine::general_purpose::STANDARD.encode(&whole);
+        let first = 8 * prefix.len() / 6;
+        let end = (8 * (prefix.len() + value.len())).div_ceil(6);
+        let out = filter(dir.path(), format!("auth {enc} ok\n").as_bytes());
+        let got = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            got,
+            format!("auth {}[MASKED]{} ok\n", &enc[..first], &enc[end..]),
+            "{prefix:?}: {enc}"
+        );
+    }
+}
+
+#[test]
 fn signal_death_is_128_plus_signal() {
     let dir = secrets_dir(&[("s", SECRET.as_bytes())]);
     let out = redact(dir.path())

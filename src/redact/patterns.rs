@@ -46,7 +46,7 @@ where
 /// The value itself and its encodings.
 fn variants_of(value: &[u8], min_len: usize, out: &mut Vec<Vec<u8>>) {
     out.push(value.to_vec());
-    base64_cores(value, min_len, out);
+    base64_edges(value, min_len, out);
     // Percent-encoding: a secret in a URL query or a form body (`curl -v`, proxies,
     // access logs). GitHub masks `Uri.EscapeDataString` (ValueEncoders.UriDataEscape);
     // upper- and lower-case hex both occur in the wild, and form encoding writes a
@@ -76,27 +76,68 @@ fn variants_of(value: &[u8], min_len: usize, out: &mut Vec<Vec<u8>>) {
 /// encodes differently depending on what precedes it (ValueEncoders
 /// `Base64StringEscapeShift1/2`). It still encodes through the value's end with
 /// padding, so base64 of the value *followed by anything* — `echo $SECRET | base64`
-/// adds a newline — leaks (the peer complaint in FACTS.md). We mask only the
-/// characters fully determined by the value: skip the 0–2 bytes that share a 3-byte
-/// group with what precedes, and stop before the bytes that share one with what
-/// follows. Whatever surrounds the value, its encoding contains this core.
-/// Standard (`+/`) and URL-safe (`-_`, JWTs, Kubernetes tooling) alphabets.
-fn base64_cores(value: &[u8], min_len: usize, out: &mut Vec<Vec<u8>>) {
-    for skip in 0..3 {
-        if value.len() <= skip {
-            break;
-        }
-        let rest = &value[skip..];
-        let whole = rest.len() / 3 * 3;
-        if whole == 0 {
+/// adds a newline — leaks (the peer complaint in FACTS.md).
+///
+/// Every base64 character carrying any of the value's bits is masked, and none that
+/// carries only its neighbours' bits. At an offset that is not a multiple of 3 the
+/// characters at each end mix the value's bits with a neighbour's (2 or 4 bits of
+/// it): those are enumerated over every neighbour bit pattern (4 or 16 characters;
+/// the padded end of a stream is the all-zero one). One pattern per leading variant
+/// (edge character + the first [`LEAD_CONTEXT`] characters fully determined by the
+/// value) and one per
+/// trailing variant (the same + edge character); since the masker masks the union of
+/// overlapping matches, the whole run from first to last edge is masked. The fully
+/// determined characters alone are a pattern too. Standard (`+/`) and URL-safe
+/// (`-_`, JWTs, Kubernetes tooling) alphabets.
+/// Characters of the value's run that follow a leading edge variant (see below).
+const LEAD_CONTEXT: usize = 12;
+
+fn base64_edges(value: &[u8], min_len: usize, out: &mut Vec<Vec<u8>>) {
+    let n = value.len();
+    for offset in 0..3 {
+        // Characters (6 bits each) of the aligned encoding that hold value bits, in
+        // value-relative bit positions [8·offset, 8·(offset+n)).
+        let (lo, hi) = (8 * offset, 8 * (offset + n));
+        let first = lo / 6; // first character with value bits (maybe mixed)
+        let first_whole = lo.div_ceil(6); // first with value bits only
+        let end_whole = hi / 6; // past the last with value bits only
+        let end = hi.div_ceil(6); // past the last with value bits
+        if end_whole.saturating_sub(first_whole) < min_len {
             continue;
         }
-        let core = STANDARD_NO_PAD.encode(&rest[..whole]).into_bytes();
-        if core.len() < min_len {
-            continue;
+        // Neighbour bits sharing the edge characters: the low `lead_bits` of the byte
+        // just before the value, the high `trail_bits` of the byte just after it.
+        let lead_bits = (first_whole - first) * (2 * offset);
+        let tail = (offset + n) % 3;
+        let trail_bits = [0, 4, 2][tail];
+        let aligned = |lead: u8, trail: u8| {
+            let mut bytes = vec![0u8; offset];
+            if offset > 0 {
+                bytes[offset - 1] = lead;
+            }
+            bytes.extend_from_slice(value);
+            if tail > 0 {
+                let mut after = vec![0u8; 3 - tail];
+                after[0] = trail << (8 - trail_bits);
+                bytes.extend_from_slice(&after);
+            }
+            bytes
+        };
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let enc = |bytes: Vec<u8>| engine.encode(bytes).into_bytes();
+            let plain = enc(aligned(0, 0));
+            out.push(plain[first_whole..end_whole].to_vec());
+            // A leading variant need not repeat the whole run: the union with the run
+            // masks the rest, and its first LEAD_CONTEXT characters (72 bits of the
+            // value) already pin it down. Keeps 16 variants from costing 16 copies.
+            let lead_end = end_whole.min(first_whole + LEAD_CONTEXT.max(min_len));
+            for lead in 0..(1u8 << lead_bits) {
+                out.push(enc(aligned(lead, 0))[first..lead_end].to_vec());
+            }
+            for trail in 0..(1u8 << trail_bits) {
+                out.push(enc(aligned(0, trail))[first_whole..end].to_vec());
+            }
         }
-        out.push(core);
-        out.push(URL_SAFE_NO_PAD.encode(&rest[..whole]).into_bytes());
     }
 }
 
@@ -193,25 +234,36 @@ mod tests {
     }
 
     #[test]
-    fn base64_core_is_inside_any_embedding() {
-        let secret = b"user:hunter2-password";
-        let pats = derive([secret], 8);
-        for prefix in ["", "a", "ab", "abc"] {
-            for suffix in ["", "\n", "xy"] {
+    fn base64_masks_exactly_the_characters_with_value_bits() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        let secret = b"user:hunter2-password!";
+        let masker = crate::redact::Masker::new([secret], 8);
+        for prefix in ["", "a", "ab", "abc", "auth "] {
+            for suffix in ["", "\n", "xy", "xyz"] {
                 let mut whole = prefix.as_bytes().to_vec();
                 whole.extend_from_slice(secret);
                 whole.extend_from_slice(suffix.as_bytes());
-                for enc in [
-                    base64::engine::general_purpose::STANDARD.encode(&whole),
-                    base64::engine::general_purpose::URL_SAFE.encode(&whole),
-                ] {
-                    let found = pats
-                        .iter()
-                        .any(|p| enc.as_bytes().windows(p.len()).any(|w| w == p.as_slice()));
-                    assert!(found, "{prefix:?}+secret+{suffix:?} = {enc} not covered");
+                // Characters [first, end) hold bits of the value.
+                let first = 8 * prefix.len() / 6;
+                let end = (8 * (prefix.len() + secret.len())).div_ceil(6);
+                for enc in [STANDARD.encode(&whole), URL_SAFE.encode(&whole)] {
+                    let expected = format!("{}[MASKED]{}", &enc[..first], &enc[end..]);
+                    let got = String::from_utf8(masker.mask_all(enc.as_bytes())).unwrap();
+                    assert_eq!(got, expected, "{prefix:?}+secret+{suffix:?} = {enc}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_issues_leak_is_closed() {
+        // `auth OlBh[MASKED]IQ== ok` used to show the last byte (`!`) of the value.
+        use base64::engine::general_purpose::STANDARD;
+        let masker = crate::redact::Masker::new([b"Pa55word-with-a-bng!"], 8);
+        let line = format!("auth {} ok", STANDARD.encode(b"user:Pa55word-with-a-bng!"));
+        let got = String::from_utf8(masker.mask_all(line.as_bytes())).unwrap();
+        // "user:" is 5 bytes: characters 0..6 carry only its bits, the 7th mixes.
+        assert_eq!(got, format!("auth {}[MASKED]== ok", &line[5..11]));
     }
 
     #[test]

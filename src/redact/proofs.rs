@@ -112,6 +112,19 @@ fn fuzz_smoke_loop() {
     }
 }
 
+/// `input` cut at `cuts` (clamped, sorted) into consecutive chunks.
+fn cut(input: &[u8], cuts: Vec<usize>) -> Vec<&[u8]> {
+    let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+    cuts.sort();
+    let mut chunks = Vec::new();
+    let mut last = 0;
+    for c in cuts.into_iter().chain([input.len()]) {
+        chunks.push(&input[last..c]);
+        last = c;
+    }
+    chunks
+}
+
 fn alphabet_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(prop::sample::select(b"abcd\n\x00\xff".to_vec()), 0..max)
 }
@@ -158,19 +171,38 @@ proptest! {
             input.extend_from_slice(&secrets[i % secrets.len()]);
         }
         let expected = stream::reference(m.patterns(), &input);
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
-        cuts.sort();
-        let mut chunks = Vec::new();
-        let mut last = 0;
-        for c in cuts.into_iter().chain([input.len()]) {
-            chunks.push(&input[last..c]);
-            last = c;
-        }
+        let chunks = cut(&input, cuts);
         let got = mask_stream(&m, &chunks);
         prop_assert_eq!(&got, &expected);
         for s in &secrets {
             prop_assert!(!got.windows(s.len()).any(|w| w == s.as_slice()));
         }
+    }
+
+    #[test]
+    fn base64_masks_every_character_with_secret_bits_and_no_other(
+        secret in prop::collection::vec(any::<u8>(), 8..24),
+        prefix in prop::collection::vec(any::<u8>(), 0..8),
+        suffix in prop::collection::vec(any::<u8>(), 0..5),
+        url_safe in any::<bool>(),
+        cuts in prop::collection::vec(0usize..60, 0..4),
+    ) {
+        // The secret at any byte offset inside a base64 blob: every character holding
+        // any of its bits is masked (the edge characters shared with the neighbours
+        // too), no character holding only neighbour bits is, streamed in any chunks.
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        let m = Arc::new(Masker::new([&secret], 8));
+        let whole = [&prefix[..], &secret, &suffix].concat();
+        let enc = if url_safe { URL_SAFE.encode(&whole) } else { STANDARD.encode(&whole) };
+        let first = 8 * prefix.len() / 6;
+        let end = (8 * (prefix.len() + secret.len())).div_ceil(6);
+        let expected = [&enc.as_bytes()[..first], MASK, &enc.as_bytes()[end..]].concat();
+        let input = format!("auth {enc} ok").into_bytes();
+        let expected = [&b"auth "[..], &expected, b" ok"].concat();
+        prop_assert_eq!(&stream::reference(m.patterns(), &input), &expected);
+        let chunks = cut(&input, cuts);
+        prop_assert_eq!(mask_stream(&m, &chunks), expected);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! the real swarm.
 #![allow(dead_code)]
 
+pub mod confine;
 pub mod gitea_double;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
