@@ -71,6 +71,8 @@ pub struct RunnerConfig {
     pub lock_timeout_s: u64,
     /// Directories whose files are CI credentials: their values are masked in all output.
     pub secrets_dirs: Vec<PathBuf>,
+    /// `[runner.confine]`: how a recipe's own tests are confined.
+    pub confine: crate::confine::Config,
 }
 
 impl Default for RunnerConfig {
@@ -83,6 +85,7 @@ impl Default for RunnerConfig {
             deadline_min: 60,
             lock_timeout_s: 3600,
             secrets_dirs: Vec::new(),
+            confine: crate::confine::Config::default(),
         }
     }
 }

@@ -89,6 +89,8 @@ pub struct Cmd {
     timeout: Option<Duration>,
     capture: bool,
     quiet: bool,
+    /// Pull-request code: run under the run's confinement (`crate::confine`).
+    confined: Option<crate::confine::Confined>,
 }
 
 impl Cmd {
@@ -101,7 +103,14 @@ impl Cmd {
             timeout: None,
             capture: false,
             quiet: false,
+            confined: None,
         }
+    }
+    /// Run it confined: unprivileged, no capabilities, landlock, the run's cgroup, the
+    /// Docker engine only through the run's endpoint.
+    pub fn confined(mut self, c: crate::confine::Confined) -> Cmd {
+        self.confined = Some(c);
+        self
     }
     pub fn arg(mut self, a: impl Into<OsString>) -> Cmd {
         self.args.push(a.into());
@@ -338,7 +347,7 @@ impl Executor {
     }
 
     /// Run `cmd` to completion, or until its timeout or the run's stop.
-    pub fn run(&self, cmd: Cmd) -> Result<Output, Error> {
+    pub fn run(&self, mut cmd: Cmd) -> Result<Output, Error> {
         let shown = cmd.display();
         if !cmd.quiet {
             self.note(&format!("$ {shown}"));
@@ -357,6 +366,10 @@ impl Executor {
         // signals to the runner do not hit children directly; the runner stops them
         // as a group, then tears down.
         tie_to_parent(&mut command, nix::sys::signal::Signal::SIGKILL, true);
+        if let Some(confined) = cmd.confined.take() {
+            // Last: its steps run after the ones above, in their documented order.
+            confined.apply(&mut command);
+        }
         let started = Instant::now();
         let mut child = command
             .spawn()

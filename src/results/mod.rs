@@ -96,6 +96,10 @@ pub struct Results {
     /// `clean_teardown` is false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teardown_error: Option<String>,
+    /// What the recipe's own tests were confined by (present once one ran); under
+    /// `runner.confine.allow_unconfined` it says which steps were missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<crate::confine::Enforcement>,
 }
 
 /// One custom test's outcome, for JUnit.
@@ -169,6 +173,7 @@ impl Results {
             },
             leaks: Vec::new(),
             teardown_error: None,
+            confinement: None,
         }
     }
 

@@ -25,6 +25,8 @@ pub enum Error {
     Compose(#[from] compose::Error),
     #[error("cannot copy {0} into the recipe checkout: {1}")]
     Overlay(PathBuf, #[source] std::io::Error),
+    #[error("cannot confine the recipe's tests: {0}")]
+    Confine(#[from] crate::confine::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -59,8 +61,15 @@ pub trait Engine {
     fn remove_app(&self) -> Result<()>;
     /// Whether the app's env file exists (abra knows the app).
     fn app_exists(&self) -> bool;
-    /// Run a CI hook or a test with the run's environment contract.
+    /// Run a CI hook or a CI-side test (the operator's) with the run's environment
+    /// contract.
     fn run(&self, cmd: Cmd) -> Result<Output>;
+    /// Run a test the recipe ships (pull-request code) the same way, but confined:
+    /// unprivileged, without capabilities, under landlock, in the run's cgroup, and
+    /// reaching the engine only through the run's endpoint (`crate::confine`).
+    fn run_untrusted(&self, cmd: Cmd, name: &str) -> Result<Output>;
+    /// What the untrusted tests were confined by, once one ran.
+    fn confinement(&self) -> Option<crate::confine::Enforcement>;
 }
 
 /// Production: the pinned abra, the run's checkout and the `docker` CLI, all through
@@ -70,6 +79,10 @@ pub struct Real<'a> {
     pub docker: docker::Cli<'a>,
     pub abra: Abra<'a>,
     pub checkout: Checkout,
+    pub confine: crate::confine::Config,
+    /// What the run's confinement covers; started at the first untrusted test.
+    pub scope: crate::confine::Scope,
+    pub confinement: std::cell::RefCell<Option<crate::confine::Confinement>>,
 }
 
 /// The compose overlay's name inside the checkout.
@@ -144,6 +157,30 @@ impl Engine for Real<'_> {
 
     fn run(&self, cmd: Cmd) -> Result<Output> {
         Ok(self.exec.run(cmd.envs(&self.abra.env))?)
+    }
+
+    fn run_untrusted(&self, cmd: Cmd, name: &str) -> Result<Output> {
+        let mut slot = self.confinement.borrow_mut();
+        if slot.is_none() {
+            let started = crate::confine::Confinement::start(&self.confine, self.scope.clone())?;
+            self.exec.note(&started.enforcement().summary());
+            *slot = Some(started);
+        }
+        let confinement = slot.as_ref().expect("started above");
+        let confined = confinement.test(name)?;
+        let out = self.exec.run(cmd.envs(&self.abra.env).confined(confined));
+        for line in confinement.endpoint().take_log() {
+            self.exec.note(&line);
+        }
+        confinement.reap();
+        Ok(out?)
+    }
+
+    fn confinement(&self) -> Option<crate::confine::Enforcement> {
+        self.confinement
+            .borrow()
+            .as_ref()
+            .map(|c| c.enforcement().clone())
     }
 }
 
@@ -329,6 +366,8 @@ pub(crate) mod scripted {
         pub overlays: RefCell<Vec<String>>,
         backups: RefCell<Snapshot>,
         pub ran: RefCell<Vec<String>>,
+        /// Tests run confined (the recipe's own).
+        pub untrusted: Cell<u32>,
     }
 
     impl ScriptedEngine {
@@ -366,6 +405,7 @@ pub(crate) mod scripted {
                 overlays: RefCell::default(),
                 backups: RefCell::default(),
                 ran: RefCell::default(),
+                untrusted: Cell::new(0),
             }
         }
 
@@ -565,6 +605,15 @@ pub(crate) mod scripted {
 
         fn app_exists(&self) -> bool {
             self.app.get()
+        }
+
+        fn run_untrusted(&self, cmd: Cmd, _name: &str) -> Result<Output> {
+            self.untrusted.set(self.untrusted.get() + 1);
+            self.run(cmd)
+        }
+
+        fn confinement(&self) -> Option<crate::confine::Enforcement> {
+            None
         }
 
         fn run(&self, cmd: Cmd) -> Result<Output> {

@@ -371,16 +371,20 @@ impl<'a> Ladder<'a> {
             let junit_file = junit_dir.join(format!("{origin}-{file}.xml"));
             let started_at = Utc::now();
             let start = Instant::now();
-            let out = self
-                .engine
-                .run(
-                    Cmd::new(&path)
-                        .env("CCCI_TIER", Tier::Custom.as_str())
-                        .env("CCCI_JUNIT_FILE", &junit_file)
-                        .dir(path.parent().unwrap_or(Path::new("/")))
-                        .timeout(Duration::from_secs(self.run.meta.test_timeout_s())),
-                )
-                .map_err(blame(Cause::Harness))?;
+            let cmd = Cmd::new(&path)
+                .env("CCCI_TIER", Tier::Custom.as_str())
+                .env("CCCI_JUNIT_FILE", &junit_file)
+                .dir(path.parent().unwrap_or(Path::new("/")))
+                .timeout(Duration::from_secs(self.run.meta.test_timeout_s()));
+            // The recipe's own tests are pull-request code: confined. The CI's are the
+            // operator's. A host that cannot confine fails the tier (fail closed).
+            let out = match origin {
+                "recipe" => self.engine.run_untrusted(cmd, &name).map_err(|e| match e {
+                    engine::Error::Confine(_) => fail(Cause::Infrastructure, e.to_string()),
+                    e => fail(Cause::Harness, e.to_string()),
+                })?,
+                _ => self.engine.run(cmd).map_err(blame(Cause::Harness))?,
+            };
             let junit_failures = std::fs::read_to_string(&junit_file)
                 .map(|x| x.matches("<failure").count() + x.matches("<error").count())
                 .unwrap_or(0);
@@ -1377,6 +1381,11 @@ mod tests {
         );
         let names: Vec<&str> = c.tests.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["recipe/01-recipe.sh", "ci/10-ci.sh"]);
+        assert_eq!(
+            case.engine.untrusted.get(),
+            1,
+            "only the recipe's test is confined"
+        );
         assert_eq!(c.level(), 4);
     }
 

@@ -36,6 +36,9 @@ pub fn main(args: RunArgs) -> anyhow::Result<i32> {
     settle(&run, &ladder, &engine, &teardown);
     let tests = ladder.tests();
     drop(ladder);
+    // The confinement (its cgroup, endpoint and test dirs) goes before the scratch
+    // dir it lives in, and the lock only once the app is gone.
+    drop(engine);
     drop(lock);
     let _ = std::fs::remove_dir_all(&run.scratch);
     artifacts::publish(&run, &tests)?;
@@ -89,6 +92,7 @@ fn settle(run: &Run, ladder: &Ladder, engine: &dyn Engine, teardown: &Teardown) 
         r.invariants.clean_teardown = teardown.clean();
         r.leaks = teardown.missed.iter().map(ToString::to_string).collect();
         r.teardown_error = teardown.unverified.clone();
+        r.confinement = engine.confinement();
         r.invariants.deploy_budget_ok = deploys.count == deploys.budget;
         r.deploys = deploys;
         r.level = level(&r.tiers);

@@ -393,6 +393,36 @@ impl Run {
                 env,
             },
             checkout,
+            confine: self.config.runner.confine.clone(),
+            scope: self.confine_scope(),
+            confinement: Default::default(),
+        }
+    }
+
+    /// What the confinement of the recipe's tests covers: they read their snapshot,
+    /// write their JUnit reports, and see nothing of the CI's state, credentials or
+    /// config, nor of other runs.
+    fn confine_scope(&self) -> crate::confine::Scope {
+        let runner = &self.config.runner;
+        let mut hidden = vec![
+            self.config.state.dir.clone(),
+            self.config.state.runtime_dir.clone(),
+            self.config.dir.clone(),
+        ];
+        hidden.extend(runner.secrets_dirs.iter().cloned());
+        if let Some(g) = &self.config.gitea {
+            hidden.extend(g.token_path().ok());
+        }
+        if let Some(w) = &self.config.webhook {
+            hidden.extend(w.secret_path().ok());
+        }
+        crate::confine::Scope {
+            label: self.id.clone(),
+            stack: self.stack.clone(),
+            dir: self.scratch.join("confine"),
+            readable: vec![self.scratch.join("recipe-tests")],
+            writable: vec![self.artifacts.join("tests")],
+            hidden,
         }
     }
 

@@ -74,6 +74,9 @@ struct Shared {
 pub struct Endpoint {
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The listening socket, to wake the accept loop on drop even when the socket's
+    /// path is already gone (its directory removed).
+    listener: UnixListener,
 }
 
 impl Endpoint {
@@ -94,6 +97,9 @@ impl Endpoint {
             stop: AtomicBool::new(false),
         });
         let s = Arc::clone(&shared);
+        let own = listener
+            .try_clone()
+            .map_err(|e| Error::Bind(shared.policy.socket.clone(), e))?;
         let thread = std::thread::Builder::new()
             .name("docker-endpoint".into())
             .spawn(move || accept_loop(listener, s))
@@ -101,6 +107,7 @@ impl Endpoint {
         Ok(Endpoint {
             shared,
             thread: Some(thread),
+            listener: own,
         })
     }
 
@@ -117,7 +124,11 @@ impl Endpoint {
 impl Drop for Endpoint {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop.
+        // Wake the accept loop: shutting the listening socket down fails its accept
+        // (EINVAL), whether or not the socket's path still exists.
+        use std::os::fd::AsRawFd;
+        // SAFETY: shutdown(2) on a socket this endpoint owns.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
         let _ = UnixStream::connect(&self.shared.policy.socket);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
