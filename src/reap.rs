@@ -326,10 +326,17 @@ pub(crate) mod scripted {
                 .borrow()
                 .iter()
                 .any(|o| o.kind == Kind::Network && o.name == name)
-                .then(|| Network {
-                    name: name.to_string(),
-                    scope: "swarm".into(),
-                    driver: "overlay".into(),
+                .then(|| {
+                    // The engine's own local networks keep their names as drivers.
+                    let (scope, driver) = match name {
+                        "host" | "bridge" => ("local", name),
+                        _ => ("swarm", "overlay"),
+                    };
+                    Network {
+                        name: name.to_string(),
+                        scope: scope.into(),
+                        driver: driver.into(),
+                    }
                 }))
         }
 

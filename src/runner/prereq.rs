@@ -77,11 +77,15 @@ pub fn missing(
         let name = network.engine_name(key);
         match docker.network(&name)? {
             None => out.push(Missing::Network { name, services }),
-            Some(n) if n.scope != "swarm" => out.push(Missing::NotSwarmScoped {
-                name,
-                scope: n.scope,
-                driver: n.driver,
-            }),
+            // The engine's own `host` network is the one local network a swarm
+            // service may join (host networking in a stack).
+            Some(n) if n.scope != "swarm" && n.driver != "host" => {
+                out.push(Missing::NotSwarmScoped {
+                    name,
+                    scope: n.scope,
+                    driver: n.driver,
+                })
+            }
             Some(_) => {}
         }
     }
@@ -189,6 +193,29 @@ mod tests {
         );
         d.add(Kind::Network, "proxy", None);
         assert!(missing(&compose(), &d, "s").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_hosts_network_may_be_joined_but_not_another_local_network() {
+        let d = ScriptedDocker::default();
+        d.add(Kind::Secret, "host_ca", None);
+        d.add(Kind::Network, "proxy", None);
+        d.add(Kind::Network, "host", None);
+        d.add(Kind::Network, "bridge", None);
+        let mut c = compose();
+        let named = |name: &str| Network {
+            external: true,
+            name: Some(name.into()),
+            ..Default::default()
+        };
+        c.networks.insert("hostnet".into(), named("host"));
+        c.networks.insert("local".into(), named("bridge"));
+        let worker = c.services.get_mut("worker").unwrap();
+        worker.networks.insert("hostnet".into(), Default::default());
+        worker.networks.insert("local".into(), Default::default());
+        let m = missing(&c, &d, "s").unwrap();
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(matches!(&m[0], Missing::NotSwarmScoped { name, .. } if name == "bridge"));
     }
 
     #[test]
