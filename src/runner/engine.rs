@@ -67,7 +67,9 @@ pub trait Engine {
     /// Run a test the recipe ships (pull-request code) the same way, but confined:
     /// unprivileged, without capabilities, under landlock, in the run's cgroup, and
     /// reaching the engine only through the run's endpoint (`crate::confine`).
-    fn run_untrusted(&self, cmd: Cmd, name: &str) -> Result<Output>;
+    /// Its JUnit report (`CCCI_JUNIT_FILE`, in the test's own scratch dir) is copied to
+    /// `junit` afterwards.
+    fn run_untrusted(&self, cmd: Cmd, name: &str, junit: &Path) -> Result<Output>;
     /// What the untrusted tests were confined by, once one ran.
     fn confinement(&self) -> Option<crate::confine::Enforcement>;
 }
@@ -159,7 +161,7 @@ impl Engine for Real<'_> {
         Ok(self.exec.run(cmd.envs(&self.abra.env))?)
     }
 
-    fn run_untrusted(&self, cmd: Cmd, name: &str) -> Result<Output> {
+    fn run_untrusted(&self, cmd: Cmd, name: &str, junit: &Path) -> Result<Output> {
         let mut slot = self.confinement.borrow_mut();
         if slot.is_none() {
             let started = crate::confine::Confinement::start(&self.confine, self.scope.clone())?;
@@ -168,7 +170,15 @@ impl Engine for Real<'_> {
         }
         let confinement = slot.as_ref().expect("started above");
         let confined = confinement.test(name)?;
-        let out = self.exec.run(cmd.envs(&self.abra.env).confined(confined));
+        let report = confined.scratch().join("junit.xml");
+        let out = self.exec.run(
+            cmd.envs(&self.abra.env)
+                .env("CCCI_JUNIT_FILE", &report)
+                .confined(confined),
+        );
+        if report.is_file() {
+            let _ = std::fs::copy(&report, junit);
+        }
         for line in confinement.endpoint().take_log() {
             self.exec.note(&line);
         }
@@ -607,7 +617,7 @@ pub(crate) mod scripted {
             self.app.get()
         }
 
-        fn run_untrusted(&self, cmd: Cmd, _name: &str) -> Result<Output> {
+        fn run_untrusted(&self, cmd: Cmd, _name: &str, _junit: &Path) -> Result<Output> {
             self.untrusted.set(self.untrusted.get() + 1);
             self.run(cmd)
         }

@@ -373,17 +373,24 @@ impl<'a> Ladder<'a> {
             let start = Instant::now();
             let cmd = Cmd::new(&path)
                 .env("CCCI_TIER", Tier::Custom.as_str())
-                .env("CCCI_JUNIT_FILE", &junit_file)
                 .dir(path.parent().unwrap_or(Path::new("/")))
                 .timeout(Duration::from_secs(self.run.meta.test_timeout_s()));
-            // The recipe's own tests are pull-request code: confined. The CI's are the
-            // operator's. A host that cannot confine fails the tier (fail closed).
+            // The recipe's own tests are pull-request code: confined (their JUnit
+            // report is written in their scratch dir and copied to `junit_file`). The
+            // CI's are the operator's. A host that cannot confine fails the tier.
             let out = match origin {
-                "recipe" => self.engine.run_untrusted(cmd, &name).map_err(|e| match e {
-                    engine::Error::Confine(_) => fail(Cause::Infrastructure, e.to_string()),
-                    e => fail(Cause::Harness, e.to_string()),
-                })?,
-                _ => self.engine.run(cmd).map_err(blame(Cause::Harness))?,
+                "recipe" => {
+                    self.engine
+                        .run_untrusted(cmd, &name, &junit_file)
+                        .map_err(|e| match e {
+                            engine::Error::Confine(_) => fail(Cause::Infrastructure, e.to_string()),
+                            e => fail(Cause::Harness, e.to_string()),
+                        })?
+                }
+                _ => self
+                    .engine
+                    .run(cmd.env("CCCI_JUNIT_FILE", &junit_file))
+                    .map_err(blame(Cause::Harness))?,
             };
             let junit_failures = std::fs::read_to_string(&junit_file)
                 .map(|x| x.matches("<failure").count() + x.matches("<error").count())

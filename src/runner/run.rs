@@ -127,6 +127,15 @@ impl Run {
             std::fs::create_dir_all(&scratch).with_context(|| {
                 format!("cannot create the run's scratch dir {}", scratch.display())
             })?;
+            // The recipe's tests run as another user: they must be able to pass
+            // through cc-ci's own dirs down to their snapshot and scratch (landlock,
+            // not the mode bits, keeps them out of everything else).
+            let runtime = &config.state.runtime_dir;
+            for dir in [runtime.clone(), runtime.join("runs"), scratch.clone()] {
+                crate::confine::identity::make_traversable(&dir).with_context(|| {
+                    format!("cannot let the test user traverse {}", dir.display())
+                })?;
+            }
             // Locked for as long as this process lives: the janitor and later runs of
             // the app reap the dir only once nobody holds it.
             let alive = reap::mark_scratch(&scratch, &domain).with_context(|| {
@@ -421,7 +430,7 @@ impl Run {
             stack: self.stack.clone(),
             dir: self.scratch.join("confine"),
             readable: vec![self.scratch.join("recipe-tests")],
-            writable: vec![self.artifacts.join("tests")],
+            writable: Vec::new(),
             hidden,
         }
     }

@@ -15,6 +15,8 @@ bin=$(realpath "$1")
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$here/scripts/lib/host.sh"
 work=$(mktemp -d)
+# The recipe's tests run confined as another user, who must pass through this dir.
+chmod 755 "$work"
 trap 'rm -rf "$work"' EXIT
 fail() { echo "engine-dies: FAIL: $*" >&2; exit 1; }
 
